@@ -1,0 +1,1 @@
+"""Encoders: transformer blocks, the sensor-native encoder, SAR front-end (and temporal/fusion encoders)."""
