@@ -36,6 +36,7 @@ Example:
     >>> times = days_since_epoch(["2020-01-01", "2020-07-01"]).unsqueeze(0)  # [B=1, T=2]
     >>> DateEncoding(dim=16)(times).shape
     torch.Size([1, 2, 16])
+
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def days_since_epoch(dates: Sequence[dt.date | str | np.datetime64]) -> Tensor:
 
     Returns:
         ``[len(dates)]`` int64 tensor.
+
     """
     days = []
     for d in dates:
@@ -77,7 +79,9 @@ def days_since_epoch(dates: Sequence[dt.date | str | np.datetime64]) -> Tensor:
         elif isinstance(d, dt.date):
             days.append((d - _EPOCH).days)
         else:
-            raise ModelConfigError(f"cannot read {d!r} as a date; expected datetime.date, ISO string or datetime64")
+            raise ModelConfigError(
+                f"cannot read {d!r} as a date; expected datetime.date, ISO string or datetime64"
+            )
     return torch.tensor(days, dtype=torch.int64)
 
 
@@ -93,6 +97,7 @@ def day_of_year(days: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns:
         ``(doy, year_length)``: 0-based day of year (1 January is 0) and 365 or 366, same shape as ``days``.
+
     """
     z = days.to(torch.int64) + 719468  # days since 0000-03-01
     era = torch.div(z, 146097, rounding_mode="floor")
@@ -114,6 +119,7 @@ def sequence_reference(times: Tensor, valid: Tensor | None = None) -> Tensor:
     Args:
         times: ``[B,T]`` int64 days since 1970-01-01.
         valid: ``[B,T]`` bool, True for observed dates; ``None`` means every date is observed.
+
     """
     if valid is None:
         return times.amin(dim=1)
@@ -135,6 +141,7 @@ class DateEncoding(nn.Module):
             ``"epoch"``: since ``epoch_day``.
         epoch_day: the fixed origin for ``elapsed_origin="epoch"``, days since 1970-01-01
             (default 16436 = 2015-01-01, before the first Sentinel-2 image).
+
     """
 
     def __init__(
@@ -148,7 +155,8 @@ class DateEncoding(nn.Module):
         epoch_day: int = 16436,
     ) -> None:
         super().__init__()
-        if dim < 1 or doy_harmonics < 0 or elapsed_frequencies < 0 or doy_harmonics + elapsed_frequencies == 0:
+        n_features = doy_harmonics + elapsed_frequencies
+        if dim < 1 or doy_harmonics < 0 or elapsed_frequencies < 0 or n_features == 0:
             raise ModelConfigError(
                 f"DateEncoding needs dim >= 1 and at least one feature; got dim={dim}, "
                 f"doy_harmonics={doy_harmonics}, elapsed_frequencies={elapsed_frequencies}"
@@ -159,14 +167,15 @@ class DateEncoding(nn.Module):
             )
         if elapsed_origin not in ("sequence", "epoch"):
             raise ModelConfigError(f"elapsed_origin must be 'sequence' or 'epoch', got {elapsed_origin!r}")
+        self.elapsed_omega: Tensor
+        self.doy_harmonic: Tensor
         self.dim = dim
         self.elapsed_origin: ElapsedOrigin = elapsed_origin
         self.epoch_day = epoch_day
         # angular frequencies (radians/day), geometric between 2π/max_period and 2π/min_period
         if elapsed_frequencies > 1:
-            periods = torch.logspace(
-                math.log10(max_period_days), math.log10(min_period_days), elapsed_frequencies, dtype=torch.float64
-            )
+            log_max, log_min = math.log10(max_period_days), math.log10(min_period_days)
+            periods = torch.logspace(log_max, log_min, elapsed_frequencies, dtype=torch.float64)
         else:
             periods = torch.full((elapsed_frequencies,), max_period_days, dtype=torch.float64)
         self.register_buffer("elapsed_omega", (2 * math.pi / periods).float(), persistent=False)
@@ -177,13 +186,14 @@ class DateEncoding(nn.Module):
         self.proj = nn.Linear(self.num_features, dim)
 
     def features(self, times: Tensor, valid: Tensor | None = None, reference: Tensor | None = None) -> Tensor:
-        """The fixed Fourier features ``[B,T,F]`` before the learned projection.
+        """Return the fixed Fourier features ``[B,T,F]`` before the learned projection.
 
         Args:
             times: ``[B,T]`` integer days since 1970-01-01.
             valid: ``[B,T]`` bool observed dates (only used to find the reference date).
             reference: ``[B]`` days to count elapsed time from; overrides ``elapsed_origin``. A model
                 that encodes several sensors separately passes one shared reference here.
+
         """
         check_times(times, valid)
         doy, year_length = day_of_year(times)
@@ -209,6 +219,7 @@ class DateEncoding(nn.Module):
 
         Returns:
             ``[B,T,dim]`` float tensor.
+
         """
         feats = self.features(times, valid, reference).to(self.proj.weight.dtype)
         out: Tensor = self.proj(feats)

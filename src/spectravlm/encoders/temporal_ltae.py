@@ -27,13 +27,16 @@ encoding of :mod:`spectravlm.encoders.dates` (season + elapsed days).
 
 References:
     * Garnot & Landrieu, "Lightweight Temporal Self-Attention for Classifying Satellite Image Time
-      Series", 2020. https://arxiv.org/abs/2007.00586 (code: VSainteuf/lightweight-temporal-attention-pytorch)
+      Series", 2020. https://arxiv.org/abs/2007.00586
+      (code: VSainteuf/lightweight-temporal-attention-pytorch)
     * Garnot & Landrieu, "Panoptic Segmentation of Satellite Image Time Series with Convolutional
       Temporal Attention Networks", 2021. https://arxiv.org/abs/2107.07933 (U-TAE, ``LTAE2d``)
+
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -51,7 +54,7 @@ from spectravlm.errors import ModelConfigError
 
 
 class LTAE(nn.Module):
-    """Masked, date-aware L-TAE: per-date tokens ``[B,T,N,C]`` -> one embedding per location ``[B,N,out_dim]``.
+    """Masked, date-aware L-TAE: per-date tokens ``[B,T,N,C]`` -> per-location embeddings ``[B,N,E]``.
 
     Args:
         in_dim: width ``C`` of the input tokens.
@@ -64,6 +67,7 @@ class LTAE(nn.Module):
         elapsed_frequencies: see :class:`~spectravlm.encoders.dates.DateEncoding`.
         max_period_days: see :class:`~spectravlm.encoders.dates.DateEncoding`.
         elapsed_origin: see :class:`~spectravlm.encoders.dates.DateEncoding`.
+
     """
 
     def __init__(
@@ -102,7 +106,7 @@ class LTAE(nn.Module):
         self.query = nn.Parameter(torch.randn(num_heads, d_k) * math.sqrt(2.0 / d_k))  # paper's init
         layers: list[nn.Module] = []
         widths = (d_model, *mlp_dims)
-        for a, b in zip(widths[:-1], widths[1:], strict=True):
+        for a, b in itertools.pairwise(widths):
             layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.ReLU()]
         self.mlp = nn.Sequential(*layers)
         self.attn_drop = nn.Dropout(dropout)
@@ -128,6 +132,7 @@ class LTAE(nn.Module):
 
         Returns:
             :class:`TemporalOutput` with ``locations [B,N,out_dim]`` and ``pooled [B,out_dim]``.
+
         """
         check_temporal_inputs(tokens, times, valid, dim=self.in_dim)
         b, t, n, _ = tokens.shape

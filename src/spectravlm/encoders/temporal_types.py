@@ -35,6 +35,7 @@ class DatedTokens:
         times: ``[B,T]`` int64 days since 1970-01-01.
         valid: ``[B,T,N]`` bool, True where a token is observed.
         grid: ``(h, w)`` when the ``N`` locations are a row-major grid, else ``None``.
+
     """
 
     tokens: Tensor
@@ -78,6 +79,7 @@ class TemporalOutput:
         attention: ``[B,N,heads,T]`` L-TAE attention weights over dates (zero at invalid dates);
             ``None`` for the other encoders.
         grid: ``(h, w)`` of the locations when known, for :meth:`dense`.
+
     """
 
     locations: Tensor
@@ -96,7 +98,7 @@ class TemporalOutput:
 
 
 def check_temporal_inputs(tokens: Tensor, times: Tensor, valid: Tensor, dim: int | None = None) -> None:
-    """Raise :class:`ModelConfigError` unless tokens ``[B,T,N,D]``, times ``[B,T]`` and valid ``[B,T,N]`` agree."""
+    """Raise :class:`ModelConfigError` unless tokens, times and valid have matching shapes."""
     if tokens.ndim != 4:
         raise ModelConfigError(f"tokens must be [B,T,N,D] per-date tokens, got shape {tuple(tokens.shape)}")
     b, t, n, d = tokens.shape
@@ -105,7 +107,8 @@ def check_temporal_inputs(tokens: Tensor, times: Tensor, valid: Tensor, dim: int
         raise ModelConfigError(f"times must be [B,T]=({b},{t}) to match tokens, got {tuple(times.shape)}")
     if tuple(valid.shape) != (b, t, n) or valid.dtype != torch.bool:
         raise ModelConfigError(
-            f"valid must be bool [B,T,N]=({b},{t},{n}) to match tokens, got {valid.dtype} {tuple(valid.shape)}"
+            f"valid must be bool [B,T,N]=({b},{t},{n}) to match tokens, "
+            f"got {valid.dtype} {tuple(valid.shape)}"
         )
     if dim is not None and d != dim:
         raise ModelConfigError(f"tokens have width D={d}, the encoder expects {dim}")
@@ -123,6 +126,7 @@ def masked_mean(x: Tensor, valid: Tensor, dim: int) -> Tensor:
         x: ``[..., D]`` values; ``valid`` has the shape of ``x`` without its last axis.
         valid: bool mask.
         dim: the axis to reduce (an axis of ``valid``, given as an index into it).
+
     """
     w = valid.to(x.dtype).unsqueeze(-1)
     total = (zero_invalid(x, valid) * w).sum(dim=dim)
