@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import zarr
 from affine import Affine
+from xarray.backends.zarr import FillValueCoder
 from zarr.codecs import BloscCodec
 
 from spectravlm.errors import (
@@ -489,7 +490,8 @@ class StoreTransaction:
         if cube.scale_factor != 1.0 or cube.add_offset != 0.0:
             arr_attrs |= {"scale_factor": cube.scale_factor, "add_offset": cube.add_offset}
         if cube.nodata is not None:
-            arr_attrs["_FillValue"] = cube.nodata
+            # xarray's own encoding of _FillValue for Zarr (base64 for floats), so open_zarr masks nodata.
+            arr_attrs["_FillValue"] = FillValueCoder.encode(cube.nodata, data.dtype)
         arr.attrs.update(arr_attrs)
         if cloud is not None:
             ca = g.create_array(
