@@ -52,3 +52,7 @@ class DataConfigError(SpectraVLMError, ValueError):
 
 class ModelConfigError(SpectraVLMError, ValueError):
     """A model configuration or input that does not fit the model (bands, units, shapes)."""
+
+
+class NumericInputError(SpectraVLMError, ValueError):
+    """Text or values that the numeric tokenizer cannot encode or decode faithfully (NaN, overflow, length)."""
