@@ -131,6 +131,8 @@ class SensorCube:
         units: physical units after scaling (``reflectance``, ``dB``, ``linear power``).
         orbit: ``ascending``/``descending`` for SAR when known.
         source: free-text provenance (file names, product ids).
+        attrs: extra JSON-able group attributes (e.g. ``calibration`` for uncalibrated SAR), written
+            when the group is created; they may not replace the attributes the store itself writes.
     """
 
     sensor: str
@@ -145,6 +147,7 @@ class SensorCube:
     units: str = ""
     orbit: str | None = None
     source: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -451,6 +454,19 @@ class StoreTransaction:
                 )
             return
 
+    def grid(self) -> Grid | None:
+        """The grid shared by the groups written so far (in append mode: the stored one), or ``None``."""
+        meta = self._meta()
+        for name in meta["groups"]:
+            return Grid.from_attrs(dict(self._root[name].attrs)["grid"])  # type: ignore[arg-type]
+        return None
+
+    def group_attrs(self, group: str) -> dict[str, Any] | None:
+        """Attributes of sensor group ``group`` as written so far, or ``None`` when it does not exist."""
+        if group not in self._meta()["groups"]:
+            return None
+        return dict(self._root[group].attrs)
+
     def write_sensor(self, group: str, cube: SensorCube) -> None:
         """Write (or, in append mode, extend along time) sensor group ``group``."""
         from spectravlm.data.validate import check_cube
@@ -525,6 +541,10 @@ class StoreTransaction:
                 "chunking": "(time=1, band=all, y=256, x=256): one date, all bands, one tile per chunk",
             }
         )
+        clash = sorted(set(cube.attrs) & set(g.attrs))
+        if clash:
+            raise StoreError(f"{self.path}/{group}: extra attrs {clash} would replace attributes the store writes")
+        g.attrs.update(cube.attrs)
         meta["groups"] = [*meta["groups"], group]
         self._root.attrs["spectravlm"] = meta
 
@@ -568,6 +588,8 @@ class StoreTransaction:
         ta: zarr.Array = g["time"]  # type: ignore[assignment]
         ta.resize((t0 + n,))
         ta[t0:] = seconds
+        if cube.source and cube.source not in attrs.get("source", ""):
+            g.attrs["source"] = "; ".join(s for s in (attrs.get("source", ""), cube.source) if s)
 
     def write_target(self, name: str, values: np.ndarray, grid: Grid, units: str, long_name: str = "") -> None:
         """Write a 2-D target layer (e.g. ``agb`` in t/ha) on the store's grid; NaN marks no value."""
