@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from spectravlm.encoders.fusion import SensorFusion
+from spectravlm.encoders.temporal import temporal_encoder
 from spectravlm.encoders.temporal_factorised import FactorisedSpaceTimeEncoder, SpatialBlocks
 from spectravlm.encoders.temporal_joint import JointSpaceTimeEncoder
 from spectravlm.encoders.temporal_ltae import LTAE
@@ -237,3 +238,16 @@ def test_fusion_rejects_bad_groups():
         model({"s2": inputs["s2"], "s1": cut})
     with pytest.raises(ModelConfigError, match="in_dims"):
         SensorFusion(make("ltae"), sensors=("s2", "s1"), in_dims=(10,))
+
+
+@pytest.mark.parametrize("kind", ["ltae", "transformer", "factorised", "joint"])
+def test_factory_builds_each_kind_with_width_in_and_out(kind):
+    enc = temporal_encoder(kind, dim=D, depth=1, num_heads=2, spatial_depth=1).eval()
+    tokens, times, valid = series(2, 3, seed=11)
+    out = enc(tokens, times, valid)
+    assert out.locations.shape == (2, N, D) and enc.out_dim == D
+
+
+def test_factory_rejects_unknown_kind():
+    with pytest.raises(ModelConfigError, match="unknown temporal encoder kind 'lstm'"):
+        temporal_encoder("lstm", dim=D)  # type: ignore[arg-type]

@@ -32,15 +32,11 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from spectravlm.encoders.temporal_factorised import FactorisedSpaceTimeEncoder
-from spectravlm.encoders.temporal_joint import JointSpaceTimeEncoder
+from spectravlm.encoders.temporal import TemporalEncoder
 from spectravlm.encoders.temporal_ltae import LTAE
-from spectravlm.encoders.temporal_transformer import TemporalTransformer
 from spectravlm.encoders.temporal_types import DatedTokens, TemporalOutput, zero_invalid
 from spectravlm.errors import ModelConfigError
 from spectravlm.stack import SensorStack
-
-TemporalEncoder = LTAE | TemporalTransformer | JointSpaceTimeEncoder | FactorisedSpaceTimeEncoder
 
 
 class SensorFusion(nn.Module):
