@@ -97,6 +97,7 @@ class NumberSpan:
         canonical: The number written without thousands separators, with ``-`` for the sign, ``e``
             for the exponent and no ``+`` in it: the character sequence of the ``digits`` mode.
         value: The value, already rounded to float32 (held in a Python float).
+
     """
 
     start: int
@@ -126,6 +127,7 @@ def to_float32(value: float, what: str = "value") -> float:
     Raises:
         NumericInputError: NaN, infinity, ``|value| > 3.4028235e38`` or a non-zero
             ``|value| < 1.1754944e-38`` (it would become zero or lose precision silently).
+
     """
     if value != value or value in (float("inf"), float("-inf")):
         raise NumericInputError(f"{what} is {value}; expected a finite number")
@@ -156,6 +158,7 @@ def find_numbers(text: str, max_digits: int = DEFAULT_MAX_DIGITS) -> list[Number
     Example:
         >>> [s.value for s in find_numbers("B8A: 152.3 t/ha over 1,234 plots, VV -12.5 dB, 10-20 m")]
         [152.3000030517578, 1234.0, -12.5, 10.0, 20.0]
+
     """
     spans: list[NumberSpan] = []
     for match in _PATTERN.finditer(text):
@@ -198,6 +201,7 @@ def format_number(value: float) -> str:
 
     Raises:
         NumericInputError: A value that is not finite or that float32 cannot hold.
+
     """
     v32 = np.float32(to_float32(float(value)))
     magnitude = abs(float(v32))
