@@ -1,0 +1,222 @@
+"""Shared machinery of the patch tokenizers: channel slots, padding policy, validity, coordinates.
+
+Axis legend: ``B`` batch, ``T`` dates, ``C`` channels, ``H``/``W`` pixels, ``G`` spectral groups,
+``S`` channel slots per group, ``D`` token width, ``h``/``w`` patch rows/columns, ``p`` patch size.
+
+Every tokenizer here cuts each date of a :class:`~spectravlm.tokenizers.image.ChannelImage` into
+``p x p`` patches and makes one token per (spectral group, patch). A group has ``S`` channel *slots*
+fixed by the catalogue; a channel the input lacks leaves its slot empty (its kernel is zero, which is
+the same as zero-filling the missing band). The input's channels are first put into catalogue order,
+so the output cannot depend on the order of the input's bands.
+
+Policies (stated once):
+
+* **size**: an image smaller than one patch is an error. Otherwise ``remainder`` decides what happens
+  to a size that is not a multiple of ``p``: ``"pad"`` (default) pads bottom/right with invalid
+  pixels, ``"crop"`` drops the last rows/columns, ``"error"`` refuses.
+* **validity**: a token is valid when its date is present and at least ``min_valid_fraction`` of its
+  pixels (and at least one) are valid. Invalid pixels are zero before the patch projection (see
+  :mod:`spectravlm.tokenizers.image`), so they never carry content into a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from spectravlm.errors import ModelConfigError, UnknownSensorError
+from spectravlm.sensors import get_sensor
+from spectravlm.tokenizers.channels import Channel, channel_universe, lookup_channels
+from spectravlm.tokenizers.image import ChannelImage
+from spectravlm.tokenizers.spectral import ChannelDescriptor
+from spectravlm.tokenizers.tokens import TokenCoords, TokenGrid, Tokens
+
+Remainder = Literal["pad", "crop", "error"]
+ORBITS: tuple[str, ...] = ("unknown", "ascending", "descending")
+
+
+class PatchTokenizer(nn.Module):
+    """Base class: subclasses say which groups exist and how kernels are made.
+
+    Args:
+        dim: token width ``D``.
+        patch_size: patch side ``p`` in pixels.
+        sensors: catalogue names of the sensors this tokenizer accepts; a token's ``sensor``
+            coordinate is the index in this tuple.
+        min_valid_fraction: smallest fraction of valid pixels for a valid token (see module doc).
+        remainder: ``"pad"``, ``"crop"`` or ``"error"`` for sizes not divisible by ``p``.
+        descriptor_dim: width of the channel descriptors (wavelength / polarisation encodings).
+
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        patch_size: int,
+        sensors: Sequence[str],
+        min_valid_fraction: float = 0.5,
+        remainder: Remainder = "pad",
+        descriptor_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        if patch_size < 1 or dim < 1:
+            raise ModelConfigError(f"patch_size and dim must be >= 1, got {patch_size}, {dim}")
+        if not 0.0 <= min_valid_fraction <= 1.0:
+            raise ModelConfigError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
+        if remainder not in ("pad", "crop", "error"):
+            raise ModelConfigError(f"remainder must be 'pad', 'crop' or 'error', got {remainder!r}")
+        self.dim = dim
+        self.patch_size = patch_size
+        self.sensors = tuple(get_sensor(s).name for s in sensors)
+        self.min_valid_fraction = min_valid_fraction
+        self.remainder: Remainder = remainder
+        self.universe: tuple[Channel, ...] = channel_universe(self.sensors)
+        self.key_index = {c.key: i for i, c in enumerate(self.universe)}
+        self.descriptor = ChannelDescriptor(descriptor_dim)
+        self.orbit_embed = nn.Embedding(len(ORBITS), dim)
+        nn.init.normal_(self.orbit_embed.weight, std=0.02)
+
+    # ---- what subclasses provide ----------------------------------------------------------------
+
+    def slot_groups(self, channels: tuple[Channel, ...]) -> tuple[tuple[str, ...], ...]:
+        """Return the groups (tuples of channel keys = slots) used for an input with ``channels``."""
+        raise NotImplementedError
+
+    def kernels(self, groups: tuple[tuple[str, ...], ...], present: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Patch kernels ``[G,D,S,p,p]`` (zero in empty slots) and bias ``[G,D]`` or ``None``.
+
+        Args:
+            groups: slot keys per group, padded to ``S`` with empty strings.
+            present: ``[G,S]`` bool, True where the input has the slot's channel.
+
+        """
+        raise NotImplementedError
+
+    def group_embedding(self, groups: tuple[tuple[str, ...], ...]) -> Tensor | None:
+        """Spectral embedding ``[G,D]`` added to the tokens of each group, or ``None``."""
+        return None
+
+    # ---- the shared forward ---------------------------------------------------------------------
+
+    def forward(self, image: ChannelImage) -> Tokens:
+        """Tokens of every date, group and patch of ``image``.
+
+        Raises:
+            UnknownSensorError: a sensor the tokenizer was not built for.
+            UnknownBandError: a channel its sensors do not have.
+            ModelConfigError: an image smaller than a patch, or not divisible with ``remainder="error"``.
+
+        """
+        if image.sensor not in self.sensors:
+            raise UnknownSensorError(
+                f"tokenizer built for sensors {', '.join(self.sensors)} got a {image.sensor} series"
+            )
+        channels = lookup_channels(self.universe, [c.key for c in image.channels])
+        b, t = image.values.shape[:2]
+        values, valid = self._fit_size(image.values, image.valid)
+        p = self.patch_size
+        hp, wp = values.shape[-2] // p, values.shape[-1] // p
+
+        groups = self.slot_groups(channels)
+        s = max(len(g) for g in groups)
+        slots = tuple(g + ("",) * (s - len(g)) for g in groups)
+        position = {c.key: i for i, c in enumerate(channels)}
+        present = torch.tensor([[k in position for k in g] for g in slots], device=values.device)
+        index = torch.tensor([[position.get(k, 0) for k in g] for g in slots], device=values.device)
+
+        x = rearrange(values, "b t c h w -> (b t) c h w")
+        if index.numel() != x.shape[1] or not bool(
+            (index.flatten() == torch.arange(x.shape[1], device=x.device)).all()
+        ):
+            x = x.index_select(1, index.flatten())  # (BT, G*S, H, W): channels into their slots
+        weight, bias = self.kernels(slots, present)
+        out = F.conv2d(
+            x,
+            rearrange(weight, "g d s p q -> (g d) s p q"),
+            bias=None if bias is None else bias.flatten(),
+            stride=p,
+            groups=len(slots),
+        )  # (BT, G*D, h, w)
+        tokens = rearrange(out, "(b t) (g d) h w -> b (t g h w) d", b=b, g=len(slots))
+
+        group_embed = self.group_embedding(groups)
+        if group_embed is not None:
+            tokens = tokens + repeat(group_embed, "g d -> (t g h w) d", t=t, h=hp, w=wp)
+        if get_sensor(image.sensor).kind == "sar":
+            orbit = ORBITS.index(image.orbit) if image.orbit in ORBITS else 0
+            tokens = tokens + self.orbit_embed.weight[orbit]
+
+        grid = TokenGrid(dates=t, groups=len(slots), rows=hp, cols=wp)
+        mask = self._token_mask(valid, grid)
+        coords = self._coords(image, channels, groups, grid)
+        return Tokens(tokens, mask, coords, grid, groups, image.sensor, p)
+
+    def _fit_size(self, values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        h, w = values.shape[-2:]
+        p = self.patch_size
+        if h < p or w < p:
+            raise ModelConfigError(f"image of {h}x{w} px is smaller than one {p}x{p} patch")
+        if h % p == 0 and w % p == 0:
+            return values, valid
+        if self.remainder == "error":
+            raise ModelConfigError(
+                f"image of {h}x{w} px is not divisible by patch size {p} (remainder='error'; "
+                "use 'pad' or 'crop')"
+            )
+        if self.remainder == "crop":
+            hc, wc = h // p * p, w // p * p
+            return values[..., :hc, :wc], valid[..., :hc, :wc]
+        ph, pw = -h % p, -w % p
+        return F.pad(values, (0, pw, 0, ph)), F.pad(valid, (0, pw, 0, ph), value=False)
+
+    def _token_mask(self, valid: Tensor, grid: TokenGrid) -> Tensor:
+        p = self.patch_size
+        counts = rearrange(valid.float(), "b t (h p) (w q) -> b t h w (p q)", p=p, q=p).mean(-1)
+        ok = (counts >= self.min_valid_fraction) & (counts > 0)  # (B, T, h, w)
+        return repeat(ok, "b t h w -> b (t g h w)", g=grid.groups)
+
+    def _coords(
+        self,
+        image: ChannelImage,
+        channels: tuple[Channel, ...],
+        groups: tuple[tuple[str, ...], ...],
+        grid: TokenGrid,
+    ) -> TokenCoords:
+        device = image.values.device
+        b = image.values.shape[0]
+        t_idx, g_idx, r_idx, c_idx = torch.meshgrid(
+            torch.arange(grid.dates, device=device),
+            torch.arange(grid.groups, device=device),
+            torch.arange(grid.rows, device=device),
+            torch.arange(grid.cols, device=device),
+            indexing="ij",
+        )
+        by_key = {c.key: c for c in self.universe}
+        nm = torch.tensor(
+            [_mean_wavelength([by_key[k] for k in g]) for g in groups], device=device, dtype=torch.float32
+        )
+        time = repeat(image.times.to(device), "b t -> b (t g h w)", g=grid.groups, h=grid.rows, w=grid.cols)
+        sensor = torch.full((b, grid.size), self.sensors.index(image.sensor), device=device, dtype=torch.long)
+
+        def flat(idx: Tensor) -> Tensor:
+            return repeat(idx.flatten(), "n -> b n", b=b)
+
+        return TokenCoords(
+            t=flat(t_idx),
+            time=time,
+            group=flat(g_idx),
+            spectral_nm=flat(nm[g_idx]),
+            row=flat(r_idx),
+            col=flat(c_idx),
+            sensor=sensor,
+        )
+
+
+def _mean_wavelength(channels: Sequence[Channel]) -> float:
+    wl = [c.wavelength_nm for c in channels if c.wavelength_nm is not None]
+    return sum(wl) / len(wl) if wl else float("nan")

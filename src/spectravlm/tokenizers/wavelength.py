@@ -1,0 +1,86 @@
+"""Wavelength-conditioned patch embedding (DOFA style): one set of weights for any band subset.
+
+Axis legend: ``C`` channels, ``D`` width, ``p`` patch size, ``E`` descriptor width.
+
+The patch projection of each channel is *generated* from its descriptor (DOFA's wavelength encoding
+for optical channels; a polarisation embedding for SAR channels, see
+:mod:`spectravlm.tokenizers.spectral`), so the same parameters embed 10 BioMassters bands, 13 L1C
+bands or VV+VH. One token per (date, patch): the spectral information is folded into the token.
+
+What is reused from TorchGeo 0.8.1 (``torchgeo.models.dofa``): ``TransformerWeightGenerator`` (the
+hypernetwork that turns channel descriptors into kernels and a bias), ``FCResLayer`` and
+``position_embedding`` (inside :class:`~spectravlm.tokenizers.spectral.ChannelDescriptor`), with
+DOFA's initialisation and its 0.01 output scaling. What is not: ``DOFAEmbedding`` itself, because
+
+* its convolution uses ``padding=1`` with ``stride=patch_size``: the patch grid is shifted by one
+  pixel, the last row/column of the image is dropped and a zero row/column is mixed in, so tokens no
+  longer map to whole patches and the pixel validity mask cannot be carried to tokens;
+* it takes wavelengths only (SAR needs placeholder wavelengths) and a fixed image size.
+
+The channels are put into catalogue order before their kernels are generated, so a permutation of
+the input bands (with their names) gives bit-identical tokens.
+
+Reference:
+    Xiong et al., "Neural Plasticity-Inspired Multimodal Foundation Model for Earth Observation",
+    https://arxiv.org/abs/2403.15356 (reference code: https://github.com/zhu-xlab/DOFA)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from einops import rearrange
+from torch import Tensor, nn
+from torchgeo.models.dofa import TransformerWeightGenerator
+
+from spectravlm.tokenizers.base import PatchTokenizer, Remainder
+from spectravlm.tokenizers.channels import Channel, lookup_channels
+
+DOFA_SCALER = 0.01
+"""DOFA multiplies generated weights and bias by this factor (torchgeo ``DOFAEmbedding.scaler``)."""
+
+
+class WavelengthTokenizer(PatchTokenizer):
+    """Patch tokens whose projection is generated from each channel's wavelength or polarisation.
+
+    Args:
+        dim: token width ``D``.
+        patch_size: patch side ``p``.
+        sensors: catalogue names of accepted sensors.
+        min_valid_fraction: smallest valid-pixel fraction of a valid token.
+        remainder: ``"pad"``, ``"crop"`` or ``"error"`` for sizes not divisible by ``p``.
+        descriptor_dim: width ``E`` of the channel descriptors (DOFA: 128).
+        generator_heads: attention heads of the weight generator (DOFA: 4).
+
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        patch_size: int,
+        sensors: Sequence[str],
+        min_valid_fraction: float = 0.5,
+        remainder: Remainder = "pad",
+        descriptor_dim: int = 128,
+        generator_heads: int = 4,
+    ) -> None:
+        super().__init__(dim, patch_size, sensors, min_valid_fraction, remainder, descriptor_dim)
+        self.generator = TransformerWeightGenerator(
+            descriptor_dim, patch_size * patch_size * dim, dim, num_heads=generator_heads
+        )
+        for m in self.generator.modules():  # DOFAEmbedding._init_weights
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.constant_(m.bias, 0.01)
+
+    def slot_groups(self, channels: tuple[Channel, ...]) -> tuple[tuple[str, ...], ...]:
+        """One group: the input's channels in catalogue order."""
+        return (tuple(sorted((c.key for c in channels), key=self.key_index.__getitem__)),)
+
+    def kernels(self, groups: tuple[tuple[str, ...], ...], present: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Return generated kernels ``[1,D,C,p,p]`` and bias ``[1,D]``."""
+        desc = self.descriptor(lookup_channels(self.universe, groups[0]))
+        weight, bias = self.generator(desc)  # (C, p*p*D), (D,)
+        p = self.patch_size
+        weight = rearrange(weight, "c (p q d) -> 1 d c p q", p=p, q=p) * DOFA_SCALER
+        return weight, rearrange(bias, "d -> 1 d") * DOFA_SCALER
