@@ -131,14 +131,16 @@ def to_float32(value: float, what: str = "value") -> float:
     """
     if value != value or value in (float("inf"), float("-inf")):
         raise NumericInputError(f"{what} is {value}; expected a finite number")
-    if abs(value) > FLOAT32_MAX:
+    with np.errstate(over="ignore"):
+        v32 = float(np.float32(value))
+    if v32 in (float("inf"), float("-inf")):
         raise NumericInputError(f"{what} is {value!r}, beyond float32's range (|x| <= {FLOAT32_MAX:.8g})")
-    if value != 0.0 and abs(value) < FLOAT32_TINY:
+    if value != 0.0 and abs(v32) < FLOAT32_TINY:
         raise NumericInputError(
             f"{what} is {value!r}, below float32's smallest normal number {FLOAT32_TINY:.8g}; "
             "it would be stored as zero or lose precision"
         )
-    return float(np.float32(value))
+    return v32
 
 
 def find_numbers(text: str, max_digits: int = DEFAULT_MAX_DIGITS) -> list[NumberSpan]:

@@ -240,15 +240,19 @@ class NumericTokenizer:
             )
         if side == "right":
             cut = n_keep
-            while 0 < cut < len(content) and enc.group[content[cut]] >= 0 and (
-                enc.group[content[cut]] == enc.group[content[cut - 1]]
+            while (
+                0 < cut < len(content)
+                and enc.group[content[cut]] >= 0
+                and (enc.group[content[cut]] == enc.group[content[cut - 1]])
             ):
                 cut -= 1  # never split a number: drop it whole
             dropped = set(content[cut:])
         else:
             cut = len(content) - n_keep
-            while 0 < cut < len(content) and enc.group[content[cut]] >= 0 and (
-                enc.group[content[cut]] == enc.group[content[cut - 1]]
+            while (
+                0 < cut < len(content)
+                and enc.group[content[cut]] >= 0
+                and (enc.group[content[cut]] == enc.group[content[cut - 1]])
             ):
                 cut += 1
             dropped = set(content[:cut])
