@@ -42,6 +42,10 @@ class StoreCorruptError(StoreError):
     """A chunk or metadata document of a store that cannot be decoded."""
 
 
+class StoreReadError(StoreError):
+    """A store that cannot be reached or read: an unreachable URL, or read errors that outlasted retries."""
+
+
 class IngestError(SpectraVLMError):
     """Source rasters or arrays that cannot be ingested as given."""
 

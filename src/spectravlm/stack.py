@@ -101,11 +101,14 @@ class SensorStack:
         series: per sensor group name, a :class:`SensorSeries` (all with the same ``B,H,W``).
         targets: per target name (``agb``), ``[B,H,W]`` float, NaN where no target value exists.
         origin: ``[B,2]`` int64 (row, column) of each window's top-left pixel in its store, when known.
+        index: ``[B]`` int64 position of each window in its dataset (``-1`` for a padding sample that
+            holds no data), when known.
     """
 
     series: dict[str, SensorSeries]
     targets: dict[str, Tensor] = field(default_factory=dict)
     origin: Tensor | None = None
+    index: Tensor | None = None
 
     def __post_init__(self) -> None:
         shapes = {k: (s.values.shape[0], *s.values.shape[3:]) for k, s in self.series.items()}
@@ -142,7 +145,8 @@ class SensorStack:
         device = next(iter(series.values())).values.device if series else None
         targets = {k: v.to(device=device) for k, v in self.targets.items()}
         origin = None if self.origin is None else self.origin.to(device=device)
-        return SensorStack(series=series, targets=targets, origin=origin)
+        index = None if self.index is None else self.index.to(device=device)
+        return SensorStack(series=series, targets=targets, origin=origin, index=index)
 
     def pin_memory(self) -> SensorStack:
         """Pinned copy, for ``DataLoader(pin_memory=True)``."""
@@ -150,6 +154,7 @@ class SensorStack:
             series={k: s.pin_memory() for k, s in self.series.items()},
             targets={k: v.pin_memory() for k, v in self.targets.items()},
             origin=None if self.origin is None else self.origin.pin_memory(),
+            index=None if self.index is None else self.index.pin_memory(),
         )
 
 
@@ -193,4 +198,6 @@ def collate_stacks(samples: Sequence[SensorStack]) -> SensorStack:
     targets = {k: torch.cat([s.targets[k] for s in samples]) for k in samples[0].targets}
     origins = [s.origin for s in samples]
     origin = None if any(o is None for o in origins) else torch.cat([o for o in origins if o is not None])
-    return SensorStack(series=series, targets=targets, origin=origin)
+    indices = [s.index for s in samples]
+    index = None if any(i is None for i in indices) else torch.cat([i for i in indices if i is not None])
+    return SensorStack(series=series, targets=targets, origin=origin, index=index)

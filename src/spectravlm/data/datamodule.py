@@ -1,0 +1,250 @@
+"""``CubeDataModule``: train/val/test windows of cube stores for Lightning, sharded without repeats.
+
+What happens where:
+
+* ``setup``: the chunk-aligned window grid of every region (:func:`~spectravlm.data.windows.window_grid`),
+  the spatial-block split (:func:`~spectravlm.data.windows.split_windows`, deterministic for ``seed``),
+  one :class:`~spectravlm.data.dataset.CubeDataset` per split, normalisation constants from the stores.
+* DataLoader workers: each opens its own store handles once and reads windows by decoding only the
+  chunks they touch; samples stay raw (uint16 stays uint16) and are collated with
+  :func:`~spectravlm.stack.collate_stacks`.
+* Sharding: :class:`~spectravlm.data.windows.WindowSampler` gives each rank a disjoint share of the
+  epoch's shuffled windows; the DataLoader gives each batch of that share to one worker. In one epoch every
+  window of a split is read exactly once across all ranks and workers (short shards are padded with empty,
+  fully masked samples so that ranks step together).
+* ``on_after_batch_transfer`` (on the device): augmentation (training only, when ``augment_on="device"``)
+  then normalisation, once. With ``augment_on="worker"`` the augmentation runs in the workers instead.
+
+Example:
+    >>> dm = CubeDataModule(stores=["data/demo.zarr"], groups=["s2", "s1"], targets=["agb"])  # doctest: +SKIP
+    >>> dm.setup("fit")  # doctest: +SKIP
+    >>> batch = dm.transform(next(iter(dm.train_dataloader())), train=True)  # doctest: +SKIP
+
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import numcodecs
+from torch.utils.data import DataLoader
+
+from spectravlm.data.augment import SpatialAugment
+from spectravlm.data.dataset import CubeDataset, EmptyWindows, MissingDates
+from spectravlm.data.normalize import Normalizer, SarUnits, group_norms
+from spectravlm.data.windows import SPLITS, WindowSampler, dist_rank_world, split_windows
+from spectravlm.errors import DataConfigError
+from spectravlm.stack import SensorStack, collate_stacks
+
+
+def _worker_init(_: int) -> None:
+    """One decode thread per worker: parallelism comes from the workers, not from blosc's own threads."""
+    numcodecs.blosc.set_nthreads(1)
+
+
+class _AugmentingCollate:
+    """Collate, then augment (for ``augment_on="worker"``); a class so that it pickles for workers."""
+
+    def __init__(self, augment: SpatialAugment) -> None:
+        self.augment = augment
+
+    def __call__(self, samples: Sequence[SensorStack]) -> SensorStack:
+        return self.augment(collate_stacks(samples))
+
+
+class CubeDataModule(L.LightningDataModule):
+    """Windows of one or many cube stores, split by spatial blocks, sharded across workers and ranks.
+
+    Args:
+        stores: regions: store paths or fsspec URLs, or lists of stores sharing one grid.
+        groups: sensor groups, or ``{group: [bands]}`` for band subsets (``None``: all bands).
+        targets: target layers to load (e.g. ``["agb"]``).
+        window_size: window edge in pixels (read size; see ``crop_size``).
+        stride: step between windows (default ``window_size``).
+        n_times: time steps per group (``None``: all dates).
+        missing_dates: ``mask`` (keep, masked), ``skip`` (drop empty dates) or ``sample`` (random dates).
+        empty_windows: ``skip`` (removed at setup after one read pass) or ``mask`` (kept, fully masked).
+        cloud_threshold: cloud probability at/above which a pixel is invalid (default: the store's).
+        block_size: edge in pixels of the spatial blocks dealt to train/val/test; a multiple of
+            ``window_size`` (and ``stride``). Stores smaller than a block are split as whole stores.
+        split_fractions: train, val, test fractions of the blocks.
+        seed: seed of the split and of the epoch shuffles.
+        batch_size: windows per batch.
+        num_workers: DataLoader worker processes.
+        pin_memory: pin batches for faster host-to-GPU copies.
+        normalize: normalise batches on the device (``False``: keep raw values).
+        sar_units: SAR values as ``db`` or ``linear`` after normalisation.
+        augment: flips and 90-degree rotations (and ``crop_size`` crops) on training batches.
+        crop_size: random square crop of each training window (``None``: none); val/test are not cropped.
+        augment_on: ``device`` (after transfer, in ``on_after_batch_transfer``) or ``worker``.
+        align_to_chunks: keep windows inside chunk tiles.
+        pad_to_even: pad short rank shards with empty samples so every rank has as many batches.
+        storage_options: fsspec options for URL stores.
+        retries: extra attempts for transient remote read errors.
+        rank: this process's rank (default: the trainer's, else torch.distributed's, else 0).
+        world_size: number of ranks (default likewise).
+
+    """
+
+    def __init__(
+        self,
+        stores: Sequence[str | Sequence[str]],
+        groups: Sequence[str] | Mapping[str, Sequence[str] | None] = ("s2",),
+        targets: Sequence[str] = (),
+        window_size: int = 128,
+        stride: int | None = None,
+        n_times: int | None = None,
+        missing_dates: MissingDates = "mask",
+        empty_windows: EmptyWindows = "skip",
+        cloud_threshold: float | None = None,
+        block_size: int = 512,
+        split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        normalize: bool = True,
+        sar_units: SarUnits = "db",
+        augment: bool = True,
+        crop_size: int | None = None,
+        augment_on: Literal["device", "worker"] = "device",
+        align_to_chunks: bool = True,
+        pad_to_even: bool = True,
+        storage_options: dict[str, Any] | None = None,
+        retries: int = 3,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if augment_on not in ("device", "worker"):
+            raise DataConfigError(f"augment_on must be 'device' or 'worker', got {augment_on!r}")
+        if block_size % window_size:
+            raise DataConfigError(
+                f"block_size {block_size} must be a multiple of window_size {window_size} "
+                "(windows that straddle two blocks would be dropped)"
+            )
+        self.save_hyperparameters()
+        self.stores = [
+            os.fspath(s) if isinstance(s, str | os.PathLike) else [os.fspath(p) for p in s] for s in stores
+        ]
+        self.groups = groups
+        self.targets = tuple(targets)
+        self.window_size = window_size
+        self.stride = stride
+        self.n_times = n_times
+        self.missing_dates = missing_dates
+        self.empty_windows = empty_windows
+        self.cloud_threshold = cloud_threshold
+        self.block_size = block_size
+        self.split_fractions = split_fractions
+        self.seed = seed
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.normalize = normalize
+        self.sar_units = sar_units
+        self.augment_on = augment_on
+        self.align_to_chunks = align_to_chunks
+        self.pad_to_even = pad_to_even
+        self.storage_options = storage_options
+        self.retries = retries
+        self._rank, self._world_size = rank, world_size
+        self.augmenter = SpatialAugment(crop_size=crop_size) if augment else None
+        self.datasets: dict[str, CubeDataset] = {}
+        self.normalizer: Normalizer | None = None
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def _dataset(self, windows: Sequence[Any] | None, empty: EmptyWindows) -> CubeDataset:
+        return CubeDataset(
+            stores=self.stores,
+            groups=self.groups,
+            targets=self.targets,
+            window_size=self.window_size,
+            stride=self.stride,
+            n_times=self.n_times,
+            missing_dates=self.missing_dates,
+            empty_windows=empty,
+            cloud_threshold=self.cloud_threshold,
+            align_to_chunks=self.align_to_chunks,
+            windows=windows,
+            storage_options=self.storage_options,
+            retries=self.retries,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the windows, the split and one dataset per split (idempotent)."""
+        if self.datasets:
+            return
+        full = self._dataset(None, "mask")  # the whole grid; empty windows are handled per split below
+        splits = split_windows(full.windows, self.block_size, self.split_fractions, self.seed)
+        for name in SPLITS:
+            self.datasets[name] = self._dataset(splits[name], self.empty_windows)
+        self.normalizer = Normalizer(group_norms(full), self.sar_units) if self.normalize else None
+
+    def rank_world(self) -> tuple[int, int]:
+        """``(rank, world_size)``: the constructor's, else the trainer's, else torch.distributed's."""
+        if self._rank is not None or self._world_size is not None:
+            return self._rank or 0, self._world_size or 1
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return dist_rank_world()
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader[SensorStack]:
+        if not self.datasets:
+            self.setup()
+        ds = self.datasets[split]
+        if len(ds) == 0:
+            raise DataConfigError(
+                f"the {split} split has no windows: {len(ds.windows)} windows, {ds.n_empty} empty; "
+                f"use smaller block_size ({self.block_size}) or other split_fractions {self.split_fractions}"
+            )
+        rank, world = self.rank_world()
+        sampler = WindowSampler(len(ds), shuffle, self.seed, rank, world, self.pad_to_even)
+        collate = collate_stacks
+        if shuffle and self.augmenter is not None and self.augment_on == "worker":
+            collate = _AugmentingCollate(self.augmenter)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_worker_init,
+        )
+
+    def train_dataloader(self) -> DataLoader[SensorStack]:
+        """Return the training windows, shuffled per epoch."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[SensorStack]:
+        """Return the validation windows, in order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[SensorStack]:
+        """Return the test windows, in order."""
+        return self._loader("test", shuffle=False)
+
+    # -- on the device -----------------------------------------------------------------------------
+
+    def transform(self, batch: SensorStack, train: bool) -> SensorStack:
+        """Device-side steps: augmentation (``train`` and ``augment_on="device"``), then normalisation."""
+        if train and self.augmenter is not None and self.augment_on == "device":
+            batch = self.augmenter(batch)
+        if self.normalizer is not None:
+            batch = self.normalizer(batch)
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning hook: :meth:`transform` on the device, once per batch."""
+        if not isinstance(batch, SensorStack):
+            return batch
+        trainer = getattr(self, "trainer", None)
+        training = trainer is not None and trainer.training
+        return self.transform(batch, train=training)

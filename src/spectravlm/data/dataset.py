@@ -1,0 +1,507 @@
+"""A map-style dataset of windows over one or many cube stores, yielding raw :class:`SensorStack` samples.
+
+Each item is one window (B=1) with, per requested sensor group, the raw stored values ``[1,T,C,H,W]``
+(uint16 reflectance stays uint16: normalisation happens later, on the batch, see
+:mod:`spectravlm.data.normalize`), the acquisition days, a validity mask and the requested targets.
+
+Regions and stores:
+    ``stores`` lists *regions*. A region is one store path/URL, or a list of stores on the same grid
+    whose groups and targets are merged (e.g. an S2 store and an S1 store of one area). Stores of one
+    region must share their grid exactly; regions may differ in size and CRS but not in pixel size.
+
+Time steps (``n_times`` per group, ``None`` = all dates; shorter series are padded with masked steps):
+    * ``mask``: the first ``n_times`` dates, whatever they hold; cloudy/nodata pixels and dates are
+      masked (``valid == False``), never dropped.
+    * ``skip``: dates without a single valid pixel in the window are dropped; the first ``n_times`` of
+      the rest are kept. With a cloud layer the choice uses the cloud layer alone (cheap), so a date
+      chosen that way but holding only nodata stays in, masked.
+    * ``sample``: ``n_times`` dates drawn without replacement (torch's global RNG, so seeded runs
+      repeat) from the dates with valid pixels, kept in time order.
+
+Empty windows (no valid pixel in any group and date, or, when targets are requested, no finite target):
+    * ``skip`` (default): found by one read pass over the windows when the dataset is built, and
+      removed from :attr:`CubeDataset.windows`; :attr:`CubeDataset.n_empty` says how many.
+    * ``mask``: kept; they come with ``valid == False`` everywhere and NaN targets, so every masked
+      loss ignores them (no read pass at build time; better for very large or remote stores).
+
+Store handles are opened lazily in the process that reads (each DataLoader worker opens its own, once,
+and keeps them), never carried over a fork.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from spectravlm.data.reader import ChunkSource, WindowReader
+from spectravlm.data.stats import valid_pixels
+from spectravlm.data.store import CubeStore, Grid
+from spectravlm.data.windows import PAD_INDEX, Window, window_grid
+from spectravlm.errors import DataConfigError, StoreError, StoreReadError
+from spectravlm.stack import SensorSeries, SensorStack
+
+MissingDates = Literal["mask", "skip", "sample"]
+EmptyWindows = Literal["skip", "mask"]
+DEFAULT_CLOUD_THRESHOLD = 50.0
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """What the dataset knows about one requested sensor group (the same for every region).
+
+    Attributes:
+        name: group name in the stores (``s2``, ``s1_asc``).
+        sensor: catalogue sensor name.
+        bands: bands delivered, in this order.
+        dtype: raw stored dtype.
+        units: stored physical units (``reflectance``, ``dB``, ...).
+        orbit: SAR orbit direction when known.
+        kind: ``optical`` or ``sar``.
+
+    """
+
+    name: str
+    sensor: str
+    bands: tuple[str, ...]
+    dtype: np.dtype[Any]
+    units: str
+    orbit: str | None
+    kind: str
+
+
+@dataclass(frozen=True)
+class _RegionGroup:
+    """One group of one region: where it lives and how to read it."""
+
+    store: int
+    band_idx: tuple[int, ...]
+    days: np.ndarray
+    nodata: float | None
+    has_cloud: bool
+    cloud_threshold: float
+    stats: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class _Region:
+    paths: tuple[str, ...]
+    grid: Grid
+    height: int
+    width: int
+    chunk: tuple[int, int]
+    groups: dict[str, _RegionGroup]
+    targets: dict[str, int]
+
+
+def _open(path: str, storage_options: dict[str, Any] | None) -> CubeStore:
+    """Open a store, turning connection failures into :class:`StoreReadError` naming the URL."""
+    try:
+        return CubeStore.open(path, storage_options=storage_options)
+    except StoreError:
+        raise
+    except (OSError, TimeoutError) as err:
+        raise StoreReadError(f"{path}: cannot reach the store: {type(err).__name__}: {err}") from err
+    except Exception as err:  # aiohttp and other fsspec backends raise their own types
+        raise StoreReadError(f"{path}: cannot open the store: {type(err).__name__}: {err}") from err
+
+
+def _as_regions(stores: Sequence[str | os.PathLike[str] | Sequence[str]]) -> list[tuple[str, ...]]:
+    if isinstance(stores, str | os.PathLike):
+        stores = [stores]
+    out: list[tuple[str, ...]] = []
+    for s in stores:
+        if isinstance(s, str | os.PathLike):
+            out.append((os.fspath(s),))
+        else:
+            out.append(tuple(os.fspath(p) for p in s))
+    if not out or any(not r for r in out):
+        raise DataConfigError(f"stores must name at least one store per region, got {stores!r}")
+    return out
+
+
+def _as_groups(
+    groups: Sequence[str] | Mapping[str, Sequence[str] | None],
+) -> dict[str, tuple[str, ...] | None]:
+    if isinstance(groups, str):
+        groups = [groups]
+    if isinstance(groups, Mapping):
+        return {g: None if b is None else tuple(b) for g, b in groups.items()}
+    return {g: None for g in groups}
+
+
+def _torch_dtype(dtype: np.dtype[Any]) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype)).dtype
+
+
+def _pixel_size(grid: Grid) -> tuple[float, float] | None:
+    if grid.crs_wkt is None:
+        return None
+    return abs(grid.transform.a), abs(grid.transform.e)
+
+
+class CubeDataset(Dataset[SensorStack]):
+    """Windows over cube stores (see the module docstring for regions, time and empty-window policies).
+
+    Args:
+        stores: regions: store paths/fsspec URLs, or lists of stores on one grid.
+        groups: sensor groups to load: names, or ``{name: bands or None}`` for band subsets.
+        targets: target layers to load (``["agb"]``).
+        window_size: window edge in pixels.
+        stride: step between windows (default ``window_size``).
+        n_times: time steps per group (``None``: all dates of the group).
+        missing_dates: ``mask``, ``skip`` or ``sample``.
+        empty_windows: ``skip`` or ``mask``.
+        cloud_threshold: cloud probability (0-100) at or above which a pixel is invalid; default the
+            threshold stored with the group's statistics, else 50.
+        align_to_chunks: keep windows inside chunk tiles (see :func:`~spectravlm.data.windows.window_grid`).
+        windows: use exactly these windows (e.g. one split) instead of the full grid.
+        storage_options: fsspec options for URL stores.
+        retries: extra attempts for transient remote read errors.
+        direct_decode: decode chunks with numcodecs where possible (``False``: always zarr).
+
+    """
+
+    def __init__(
+        self,
+        stores: Sequence[str | os.PathLike[str] | Sequence[str]],
+        groups: Sequence[str] | Mapping[str, Sequence[str] | None] = ("s2",),
+        targets: Sequence[str] = (),
+        window_size: int = 128,
+        stride: int | None = None,
+        n_times: int | None = None,
+        missing_dates: MissingDates = "mask",
+        empty_windows: EmptyWindows = "skip",
+        cloud_threshold: float | None = None,
+        align_to_chunks: bool = True,
+        windows: Sequence[Window] | None = None,
+        storage_options: dict[str, Any] | None = None,
+        retries: int = 3,
+        direct_decode: bool = True,
+    ) -> None:
+        if missing_dates not in ("mask", "skip", "sample"):
+            raise DataConfigError(f"missing_dates must be 'mask', 'skip' or 'sample', got {missing_dates!r}")
+        if empty_windows not in ("skip", "mask"):
+            raise DataConfigError(f"empty_windows must be 'skip' or 'mask', got {empty_windows!r}")
+        if n_times is not None and n_times < 1:
+            raise DataConfigError(f"n_times must be >= 1 or None, got {n_times}")
+        self.regions_paths = _as_regions(stores)
+        self.group_request = _as_groups(groups)
+        if not self.group_request:
+            raise DataConfigError("request at least one sensor group")
+        self.target_names = tuple(targets)
+        self.window_size = window_size
+        self.n_times = n_times
+        self.missing_dates = missing_dates
+        self.empty_windows = empty_windows
+        self.storage_options = storage_options
+        self.retries = retries
+        self.direct_decode = direct_decode
+        self._cloud_threshold = cloud_threshold
+        self.groups: dict[str, GroupInfo] = {}
+        self.regions = [self._inspect(i, paths) for i, paths in enumerate(self.regions_paths)]
+        self._check_pixel_sizes()
+        self._pid: int | None = None
+        self._readers: list[dict[str, tuple[WindowReader, WindowReader | None]]] = []
+        self._target_readers: list[dict[str, WindowReader]] = []
+        if windows is None:
+            windows = [
+                w
+                for i, r in enumerate(self.regions)
+                for w in window_grid(
+                    r.height, r.width, window_size, stride, r.chunk, align_to_chunks, region=i
+                )
+            ]
+        else:
+            for w in windows:
+                if w.region >= len(self.regions) or w.size != window_size:
+                    raise DataConfigError(
+                        f"window {w} does not belong to these stores/window size {window_size}"
+                    )
+        self.n_empty = 0
+        if empty_windows == "skip":
+            kept = [w for w in windows if self.has_data(w)]
+            self.n_empty = len(windows) - len(kept)
+            windows = kept
+        self.windows: list[Window] = list(windows)
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def _inspect(self, index: int, paths: tuple[str, ...]) -> _Region:
+        stores = [_open(p, self.storage_options) for p in paths]
+        grid = stores[0].grid if stores[0].groups else None
+        for s in stores:
+            if s.groups and grid is not None and not s.grid.same_as(grid):
+                raise DataConfigError(
+                    f"inconsistent grids in region {index}: {s.path} has {s.grid.to_attrs()} but "
+                    f"{stores[0].path} has {grid.to_attrs()}; stores of one region must share one grid"
+                )
+        groups: dict[str, _RegionGroup] = {}
+        chunk: tuple[int, int] | None = None
+        for name, bands in self.group_request.items():
+            holders = [i for i, s in enumerate(stores) if name in s.groups]
+            if not holders:
+                have = sorted({g for s in stores for g in s.groups})
+                raise DataConfigError(
+                    f"region {index} ({', '.join(paths)}) has no sensor group {name!r}; "
+                    f"groups: {', '.join(have)}"
+                )
+            if len(holders) > 1:
+                raise DataConfigError(
+                    f"region {index}: sensor group {name!r} is in several stores of the region"
+                )
+            g = stores[holders[0]][name]
+            info = self.groups.get(name)
+            if info is None:
+                wanted = g.bands if bands is None else g.sensor.canonical_names(bands)
+                info = GroupInfo(
+                    name=name,
+                    sensor=g.sensor.name,
+                    bands=tuple(wanted),
+                    dtype=g.data.dtype,
+                    units=g.units,
+                    orbit=g.orbit,
+                    kind=g.sensor.kind,
+                )
+                self.groups[name] = info
+            elif (g.sensor.name, g.data.dtype) != (info.sensor, info.dtype):
+                raise DataConfigError(
+                    f"{g.store.path}/{name}: sensor {g.sensor.name} {g.data.dtype}, but other regions hold "
+                    f"{info.sensor} {info.dtype} in group {name!r}"
+                )
+            try:
+                band_idx = tuple(g.band_index(info.bands))
+            except StoreError as err:
+                raise DataConfigError(str(err)) from err
+            threshold = self._cloud_threshold
+            if threshold is None:
+                threshold = float(g.zgroup.attrs.get("cloud_threshold", DEFAULT_CLOUD_THRESHOLD))  # type: ignore[arg-type]
+            groups[name] = _RegionGroup(
+                store=holders[0],
+                band_idx=band_idx,
+                days=g.times.astype("datetime64[D]").astype(np.int64),
+                nodata=g.nodata,
+                has_cloud=g.cloud is not None,
+                cloud_threshold=threshold,
+                stats=g.stats,
+            )
+            chunk = chunk or (int(g.data.chunks[2]), int(g.data.chunks[3]))
+            grid = g.grid
+        targets: dict[str, int] = {}
+        for t in self.target_names:
+            holders = [i for i, s in enumerate(stores) if t in s.targets]
+            if not holders:
+                have = sorted({n for s in stores for n in s.targets})
+                raise DataConfigError(
+                    f"region {index} ({', '.join(paths)}) has no target {t!r}; "
+                    f"targets: {', '.join(have) or '(none)'}"
+                )
+            targets[t] = holders[0]
+        assert grid is not None and chunk is not None
+        if self.window_size > min(grid.height, grid.width):
+            raise DataConfigError(
+                f"window of {self.window_size}x{self.window_size} px is larger than the store grid of "
+                f"{grid.height}x{grid.width} px ({', '.join(paths)}); choose window_size <= "
+                f"{min(grid.height, grid.width)}"
+            )
+        return _Region(paths, grid, grid.height, grid.width, chunk, groups, targets)
+
+    def _check_pixel_sizes(self) -> None:
+        sizes = {i: _pixel_size(r.grid) for i, r in enumerate(self.regions)}
+        known = {i: s for i, s in sizes.items() if s is not None}
+        if known and not all(np.allclose(s, next(iter(known.values())), rtol=1e-6) for s in known.values()):
+            raise DataConfigError(
+                f"inconsistent grids across stores: pixel sizes {known} differ; resample the stores to one "
+                "pixel size"
+            )
+
+    def _open_readers(self) -> None:
+        """(Re)open the stores in this process: once per worker, kept for its lifetime."""
+        self._readers, self._target_readers = [], []
+        for region in self.regions:
+            stores = [_open(p, self.storage_options) for p in region.paths]
+            sources = [ChunkSource(p, self.storage_options) for p in region.paths]
+            readers = {}
+            for name, rg in region.groups.items():
+                g = stores[rg.store][name]
+                src = sources[rg.store]
+                data = WindowReader(g.data, src, self.retries, direct=self.direct_decode)
+                cloud = (
+                    None
+                    if g.cloud is None
+                    else WindowReader(g.cloud, src, self.retries, direct=self.direct_decode)
+                )
+                readers[name] = (data, cloud)
+            self._readers.append(readers)
+            self._target_readers.append(
+                {
+                    t: WindowReader(stores[i].targets[t], sources[i], self.retries, direct=self.direct_decode)
+                    for t, i in region.targets.items()
+                }
+            )
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pid"], state["_readers"], state["_target_readers"] = None, [], []
+        return state
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def _group_window(
+        self, region: int, name: str, rows: slice, cols: slice, policy: MissingDates, n_times: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw values ``(T,C,h,w)``, validity ``(T,h,w)`` and days ``(T,)`` of one group in one window."""
+        rg = self.regions[region].groups[name]
+        data_r, cloud_r = self._readers[region][name]
+        t_all = len(rg.days)
+        n = t_all if n_times is None else n_times
+        if policy == "mask":
+            t_idx = list(range(min(n, t_all)))
+            values = data_r.read(rows, cols, t_idx, rg.band_idx)
+            cloud = None if cloud_r is None else cloud_r.read(rows, cols, t_idx)
+        else:
+            if cloud_r is not None:
+                cloud_all = cloud_r.read(rows, cols)
+                usable = np.flatnonzero((cloud_all < rg.cloud_threshold).any(axis=(1, 2)))
+                t_idx = self._choose(usable, n, policy)
+                values = data_r.read(rows, cols, t_idx, rg.band_idx)
+                cloud = cloud_all[t_idx]
+            else:
+                values_all = data_r.read(rows, cols, None, rg.band_idx)
+                ok = [valid_pixels(v, rg.nodata, None, rg.cloud_threshold).any() for v in values_all]
+                t_idx = self._choose(np.flatnonzero(ok), n, policy)
+                values, cloud = values_all[t_idx], None
+        valid = (
+            np.stack(
+                [
+                    valid_pixels(
+                        values[k], rg.nodata, None if cloud is None else cloud[k], rg.cloud_threshold
+                    )
+                    for k in range(len(t_idx))
+                ]
+            )
+            if t_idx
+            else np.zeros((0, *values.shape[2:]), dtype=bool)
+        )
+        return values, valid, rg.days[t_idx]
+
+    @staticmethod
+    def _choose(usable: np.ndarray, n: int, policy: MissingDates) -> list[int]:
+        if policy == "skip" or len(usable) <= n:
+            return usable[:n].tolist()
+        pick = torch.randperm(len(usable))[:n].sort().values.numpy()
+        return usable[pick].tolist()
+
+    def _ensure_open(self) -> None:
+        if self._pid != os.getpid():
+            self._open_readers()
+
+    def has_data(self, window: Window) -> bool:
+        """Whether the window has a valid pixel in some group and date (and finite targets, if requested)."""
+        self._ensure_open()
+        rows, cols = window.slices()
+        for t in self.target_names:
+            if not np.isfinite(self._target_readers[window.region][t].read(rows, cols)).any():
+                return False
+        for name in self.groups:
+            _, valid, _ = self._group_window(window.region, name, rows, cols, "mask", None)
+            if valid.any():
+                return True
+        return False
+
+    def __getitem__(self, index: int) -> SensorStack:
+        """Window ``index`` as a :class:`SensorStack` with ``B=1`` (``-1``: an empty padding sample)."""
+        if index == PAD_INDEX:
+            return self.padding_sample()
+        self._ensure_open()
+        w = self.windows[index]
+        rows, cols = w.slices()
+        series = {}
+        for name, info in self.groups.items():
+            values, valid, days = self._group_window(
+                w.region, name, rows, cols, self.missing_dates, self.n_times
+            )
+            t = values.shape[0]
+            n = self.n_times if self.n_times is not None else t
+            if t < n:  # pad the series to n_times with masked steps
+                values = np.concatenate([values, np.zeros((n - t, *values.shape[1:]), values.dtype)])
+                valid = np.concatenate([valid, np.zeros((n - t, *valid.shape[1:]), bool)])
+                days = np.concatenate([days, np.zeros(n - t, np.int64)])
+            series[name] = SensorSeries(
+                sensor=info.sensor,
+                bands=info.bands,
+                values=torch.from_numpy(values).unsqueeze(0),
+                times=torch.from_numpy(days).unsqueeze(0),
+                valid=torch.from_numpy(valid).unsqueeze(0),
+                units="raw",
+                orbit=info.orbit,
+            )
+        targets = {
+            t: torch.from_numpy(
+                self._target_readers[w.region][t].read(rows, cols).astype(np.float32)
+            ).unsqueeze(0)
+            for t in self.target_names
+        }
+        return SensorStack(
+            series=series,
+            targets=targets,
+            origin=torch.tensor([[w.row, w.col]], dtype=torch.int64),
+            index=torch.tensor([index], dtype=torch.int64),
+        )
+
+    def padding_sample(self) -> SensorStack:
+        """Make an empty sample (never read): zeros, ``valid == False``, NaN targets, index/origin ``-1``."""
+        s = self.window_size
+        series = {}
+        for name, info in self.groups.items():
+            n = (
+                self.n_times
+                if self.n_times is not None
+                else max(len(r.groups[name].days) for r in self.regions)
+            )
+            series[name] = SensorSeries(
+                sensor=info.sensor,
+                bands=info.bands,
+                values=torch.zeros((1, n, len(info.bands), s, s), dtype=_torch_dtype(info.dtype)),
+                times=torch.zeros((1, n), dtype=torch.int64),
+                valid=torch.zeros((1, n, s, s), dtype=torch.bool),
+                units="raw",
+                orbit=info.orbit,
+            )
+        targets = {t: torch.full((1, s, s), float("nan")) for t in self.target_names}
+        return SensorStack(
+            series=series,
+            targets=targets,
+            origin=torch.full((1, 2), -1, dtype=torch.int64),
+            index=torch.tensor([PAD_INDEX], dtype=torch.int64),
+        )
+
+    # -- statistics --------------------------------------------------------------------------------
+
+    def pooled_stats(self, group: str) -> dict[str, tuple[int, float, float]] | None:
+        """Per band ``(count, mean, std)`` pooled over every region's stored statistics (raw units).
+
+        ``None`` when some region lacks statistics for the group (then sensor defaults apply).
+        """
+        info = self.groups[group]
+        out = {}
+        for band in info.bands:
+            parts = [r.groups[group].stats.get(band) for r in self.regions]
+            if any(p is None or not p.get("count") for p in parts):
+                return None
+            n = np.array([p["count"] for p in parts], dtype=np.float64)  # type: ignore[index]
+            m = np.array([p["mean"] for p in parts])  # type: ignore[index]
+            s = np.array([p["std"] for p in parts])  # type: ignore[index]
+            mean = float((n * m).sum() / n.sum())
+            var = float((n * (s**2 + (m - mean) ** 2)).sum() / n.sum())
+            out[band] = (int(n.sum()), mean, float(np.sqrt(var)))
+        return out
