@@ -392,7 +392,7 @@ class StoreTransaction:
         if self.mode == "append":
             CubeStore.open(self.path)  # validates format and version before touching anything
             _hardlink_copy(self.path, self.tmp)
-            self.root = zarr.open_group(self.tmp, mode="r+", zarr_format=3)
+            self.root = zarr.open_group(self.tmp, mode="r+", zarr_format=3, use_consolidated=False)
         else:
             self.root = zarr.open_group(self.tmp, mode="w", zarr_format=3)
             self.root.attrs.update(
