@@ -1,4 +1,4 @@
-"""CubeDataset and the window reader on the demo store, a small store with holes, and the real BioMassters chip."""
+"""CubeDataset and the window reader: demo store, a small store with holes, the real BioMassters chip."""
 
 import warnings
 from pathlib import Path
