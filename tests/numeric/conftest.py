@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Iterator
 
 import pytest
+import torch
 from transformers import PreTrainedTokenizerFast
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -111,3 +113,12 @@ def gpt2_like(hf_tokenizers: dict[str, PreTrainedTokenizerFast]) -> PreTrainedTo
 @pytest.fixture(scope="session")
 def spm_digits(hf_tokenizers: dict[str, PreTrainedTokenizerFast]) -> PreTrainedTokenizerFast:
     return hf_tokenizers["spm_digits"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run these small models on one thread: on the shared 2-core machine two threads ran 8x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
