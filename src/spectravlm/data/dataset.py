@@ -31,6 +31,7 @@ and keeps them), never carried over a fork.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from spectravlm.data.reader import ChunkSource, WindowReader
+from spectravlm.data.reader import ChunkSource, WindowReader, is_transient
 from spectravlm.data.stats import valid_pixels
 from spectravlm.data.store import CubeStore, Grid
 from spectravlm.data.windows import PAD_INDEX, Window, window_grid
@@ -99,16 +100,21 @@ class _Region:
     targets: dict[str, int]
 
 
-def _open(path: str, storage_options: dict[str, Any] | None) -> CubeStore:
-    """Open a store, turning connection failures into :class:`StoreReadError` naming the URL."""
-    try:
-        return CubeStore.open(path, storage_options=storage_options)
-    except StoreError:
-        raise
-    except (OSError, TimeoutError) as err:
-        raise StoreReadError(f"{path}: cannot reach the store: {type(err).__name__}: {err}") from err
-    except Exception as err:  # aiohttp and other fsspec backends raise their own types
-        raise StoreReadError(f"{path}: cannot open the store: {type(err).__name__}: {err}") from err
+def _open(path: str, storage_options: dict[str, Any] | None, retries: int, backoff_s: float) -> CubeStore:
+    """Open a store; transient errors are retried, then raised as :class:`StoreReadError` naming the URL."""
+    for attempt in range(retries + 1):
+        try:
+            return CubeStore.open(path, storage_options=storage_options)
+        except StoreError:
+            raise
+        except Exception as err:  # aiohttp and other fsspec backends raise their own types
+            if is_transient(err) and attempt < retries:
+                time.sleep(backoff_s * 2**attempt)
+                continue
+            raise StoreReadError(
+                f"{path}: cannot open the store after {attempt + 1} attempt(s): {type(err).__name__}: {err}"
+            ) from err
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _as_regions(stores: Sequence[str | os.PathLike[str] | Sequence[str]]) -> list[tuple[str, ...]]:
@@ -163,6 +169,7 @@ class CubeDataset(Dataset[SensorStack]):
         windows: use exactly these windows (e.g. one split) instead of the full grid.
         storage_options: fsspec options for URL stores.
         retries: extra attempts for transient remote read errors.
+        retry_backoff_s: first wait before a retry (doubles on each further attempt).
         direct_decode: decode chunks with numcodecs where possible (``False``: always zarr).
 
     """
@@ -182,6 +189,7 @@ class CubeDataset(Dataset[SensorStack]):
         windows: Sequence[Window] | None = None,
         storage_options: dict[str, Any] | None = None,
         retries: int = 3,
+        retry_backoff_s: float = 0.2,
         direct_decode: bool = True,
     ) -> None:
         if missing_dates not in ("mask", "skip", "sample"):
@@ -201,6 +209,7 @@ class CubeDataset(Dataset[SensorStack]):
         self.empty_windows = empty_windows
         self.storage_options = storage_options
         self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
         self.direct_decode = direct_decode
         self._cloud_threshold = cloud_threshold
         self.groups: dict[str, GroupInfo] = {}
@@ -233,7 +242,7 @@ class CubeDataset(Dataset[SensorStack]):
     # -- set-up ------------------------------------------------------------------------------------
 
     def _inspect(self, index: int, paths: tuple[str, ...]) -> _Region:
-        stores = [_open(p, self.storage_options) for p in paths]
+        stores = [_open(p, self.storage_options, self.retries, self.retry_backoff_s) for p in paths]
         grid = stores[0].grid if stores[0].groups else None
         for s in stores:
             if s.groups and grid is not None and not s.grid.same_as(grid):
@@ -320,29 +329,27 @@ class CubeDataset(Dataset[SensorStack]):
                 "pixel size"
             )
 
+    def _reader(self, array: Any, source: ChunkSource) -> WindowReader:
+        return WindowReader(array, source, self.retries, self.retry_backoff_s, self.direct_decode)
+
     def _open_readers(self) -> None:
         """(Re)open the stores in this process: once per worker, kept for its lifetime."""
         self._readers, self._target_readers = [], []
         for region in self.regions:
-            stores = [_open(p, self.storage_options) for p in region.paths]
+            stores = [
+                _open(p, self.storage_options, self.retries, self.retry_backoff_s) for p in region.paths
+            ]
             sources = [ChunkSource(p, self.storage_options) for p in region.paths]
             readers = {}
             for name, rg in region.groups.items():
                 g = stores[rg.store][name]
-                src = sources[rg.store]
-                data = WindowReader(g.data, src, self.retries, direct=self.direct_decode)
-                cloud = (
-                    None
-                    if g.cloud is None
-                    else WindowReader(g.cloud, src, self.retries, direct=self.direct_decode)
+                readers[name] = (
+                    self._reader(g.data, sources[rg.store]),
+                    None if g.cloud is None else self._reader(g.cloud, sources[rg.store]),
                 )
-                readers[name] = (data, cloud)
             self._readers.append(readers)
             self._target_readers.append(
-                {
-                    t: WindowReader(stores[i].targets[t], sources[i], self.retries, direct=self.direct_decode)
-                    for t, i in region.targets.items()
-                }
+                {t: self._reader(stores[i].targets[t], sources[i]) for t, i in region.targets.items()}
             )
         self._pid = os.getpid()
 

@@ -47,7 +47,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, _Cli
 Decoder = Callable[[bytes, np.ndarray], None]
 
 
-def _is_transient(err: BaseException) -> bool:
+def is_transient(err: BaseException) -> bool:
+    """Whether ``err`` may go away on a retry (network, timeout, 5xx; not a missing object)."""
     return isinstance(err, TRANSIENT_ERRORS) and not isinstance(err, FileNotFoundError)
 
 
@@ -104,7 +105,7 @@ class ChunkSource:
                 return values  # type: ignore[return-value]
             err = values[failed[0]]
             assert isinstance(err, BaseException)
-            if not _is_transient(err) or attempt == retries:
+            if not is_transient(err) or attempt == retries:
                 raise StoreReadError(
                     f"{self.url(keys[failed[0]])}: read failed after {attempt + 1} attempt(s) "
                     f"({len(failed)} of {len(keys)} chunk objects): {type(err).__name__}: {err}"
@@ -283,10 +284,10 @@ class WindowReader:
                 values = np.asarray(self.array.oindex[sel])
                 break
             except Exception as err:
-                if _is_transient(err) and attempt < self.retries:
+                if is_transient(err) and attempt < self.retries:
                     time.sleep(self.backoff_s * 2**attempt)
                     continue
-                if _is_transient(err):
+                if is_transient(err):
                     raise StoreReadError(
                         f"{where}: read failed after {attempt + 1} attempt(s): {type(err).__name__}: {err}"
                     ) from err
