@@ -13,21 +13,25 @@ from rasterio.windows import Window
 from spectravlm.data.ingest.biomassters import S1_NODATA, S2_BANDS, month_dates
 from spectravlm.encoders.dates import days_since_epoch
 from spectravlm.encoders.fusion import SensorFusion
+from spectravlm.encoders.spectral import spectral_encoder_test
 from spectravlm.encoders.temporal_ltae import LTAE
+from spectravlm.encoders.temporal_spectral import SpectralTemporalEncoder
 from spectravlm.encoders.temporal_transformer import TemporalTransformer
 from spectravlm.encoders.temporal_types import DatedTokens
+from spectravlm.errors import ModelConfigError
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorSeries, SensorStack
 
 WINDOW = Window(col_off=64, row_off=64, width=16, height=16)  # partly cloudy in Dec, fully in Aug
+RAW_WINDOW = Window(col_off=64, row_off=64, width=32, height=32)  # 4 x 4 patches of 8 px
 CLOUD_THRESHOLD = 50  # cloud probability (%) at or above which an S2 pixel is masked
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path, window: Window = WINDOW) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path) as src:
-            return src.read(window=WINDOW)
+            return src.read(window=window)
 
 
 def _normalise(values: np.ndarray, sensor: str, bands: tuple[str, ...]) -> torch.Tensor:
@@ -134,3 +138,77 @@ def test_dated_tokens_from_pixels_keep_masks(chip):
     item = DatedTokens.from_pixels(chip["s2"])
     assert item.tokens.shape == (1, 12, 256, 10) and item.grid == (16, 16)
     assert torch.equal(item.valid, chip["s2"].valid.flatten(2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Composition with the sensor-native encoder: tokenizer + ViT per date, then fusion over time
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def raw_chip(biomassters_dir: Path) -> SensorStack:
+    """A 32 x 32 px window in store units (S2 reflectance x 1e4, S1 dB with -9999 nodata)."""
+    chip_id = biomassters_dir.name
+    times = days_since_epoch(list(month_dates(2020))).unsqueeze(0)
+    s2, s2_valid, s1 = [], [], []
+    for m in range(12):
+        raw2 = _read(biomassters_dir / f"{chip_id}_S2_{m:02d}.tif", RAW_WINDOW).astype(np.float32)
+        s2.append(raw2[:10])
+        s2_valid.append((raw2[10] < CLOUD_THRESHOLD) & (raw2[:10] > 0).all(0))
+        s1.append(_read(biomassters_dir / f"{chip_id}_S1_{m:02d}.tif", RAW_WINDOW))
+    s2_v = torch.from_numpy(np.stack(s2))[None]
+    s1_v = torch.from_numpy(np.stack(s1))[None]  # [1,12,4,32,32] dB, -9999 = missing
+    ok = (s1_v != S1_NODATA) & torch.isfinite(s1_v)
+    s1, pols = "sentinel1_grd", ("VV", "VH")  # the spectral encoder wants catalogue names, not "s1"
+    return SensorStack(
+        series={
+            "s2": SensorSeries(
+                "sentinel2_l2a", S2_BANDS, s2_v, times, torch.from_numpy(np.stack(s2_valid))[None]
+            ),
+            "s1_asc": SensorSeries(s1, pols, s1_v[:, :, :2], times, ok[:, :, :2].all(2), "dB", "ascending"),
+            "s1_desc": SensorSeries(s1, pols, s1_v[:, :, 2:], times, ok[:, :, 2:].all(2), "dB", "descending"),
+        }
+    )
+
+
+def _spectral_temporal(kind: str) -> SpectralTemporalEncoder:
+    torch.manual_seed(0)
+    spectral = spectral_encoder_test(sensors=("sentinel2_l2a", "sentinel1_grd"), patch_size=8)
+    temporal = (
+        LTAE(in_dim=32, d_model=32, num_heads=4, d_k=4, mlp_dims=(32,))
+        if kind == "ltae"
+        else TemporalTransformer(dim=32, depth=1, num_heads=2)
+    )
+    return SpectralTemporalEncoder(spectral, temporal).eval()
+
+
+@pytest.mark.parametrize("kind", ["ltae", "transformer"])
+@pytest.mark.parametrize("groups", [("s2",), ("s1_asc", "s1_desc"), ("s2", "s1_asc", "s1_desc")])
+def test_spectral_encoder_then_temporal_on_the_real_chip(kind, groups, raw_chip):
+    model = _spectral_temporal(kind)
+    out = model(SensorStack(series={g: raw_chip[g] for g in groups}))
+    assert out.grid == (4, 4) and out.locations.shape == (1, 16, 32) and out.pooled.shape == (1, 32)
+    assert out.location_valid.all() and torch.isfinite(out.locations).all()
+
+
+@pytest.mark.parametrize("kind", ["ltae", "transformer"])
+def test_composed_model_ignores_the_clouded_month(kind, raw_chip):
+    """August is clouded over the whole window: its tokens are invalid, its pixels contribute nothing."""
+    model = _spectral_temporal(kind)
+    ref = model(raw_chip)
+    s2 = raw_chip["s2"]
+    assert not s2.valid[:, 11].any()
+    noisy = s2.values.clone()
+    noisy[:, 11] = torch.rand_like(noisy[:, 11]) * 10000
+    cloudy = SensorSeries(s2.sensor, s2.bands, noisy, s2.times, s2.valid)
+    out = model(SensorStack(series={**raw_chip.series, "s2": cloudy}))
+    torch.testing.assert_close(out.locations, ref.locations, rtol=0, atol=0)
+    keep = list(range(11))
+    short = SensorSeries(s2.sensor, s2.bands, s2.values[:, keep], s2.times[:, keep], s2.valid[:, keep])
+    out = model(SensorStack(series={**raw_chip.series, "s2": short}))
+    torch.testing.assert_close(out.locations, ref.locations, rtol=1e-4, atol=1e-5)
+
+
+def test_composed_model_rejects_a_width_mismatch():
+    with pytest.raises(ModelConfigError, match="width"):
+        SpectralTemporalEncoder(spectral_encoder_test(), TemporalTransformer(dim=64, depth=1, num_heads=2))

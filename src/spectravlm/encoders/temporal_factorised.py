@@ -10,8 +10,11 @@ encoder (:class:`~spectravlm.encoders.temporal_transformer.TemporalTransformer` 
 
 The spatial encoder is any ``nn.Module`` called as ``spatial(tokens, mask)`` with tokens ``[K,N,D]`` and
 mask ``[K,N]`` (bool, True = valid) that returns tokens ``[K,N,D]``, and whose masked tokens reach no valid
-token. :class:`SpatialBlocks` (a stack of :class:`~spectravlm.encoders.blocks.Block`) is one;
-:class:`SpatialEncoderAdapter` turns the sensor-native encoder's block stack into one.
+token. :class:`SpatialBlocks` (a stack of :class:`~spectravlm.encoders.blocks.Block`) is one. For
+images, the sensor-native encoder is the spatial stage:
+:class:`~spectravlm.encoders.temporal_spectral.SpectralTemporalEncoder` runs
+:meth:`~spectravlm.encoders.spectral.SpectralEncoder.forward_dates` (tokenizer + blocks per date) and then
+the temporal encoder.
 
 References:
     * Arnab et al., "ViViT: A Video Vision Transformer" (model 2: factorised encoder), 2021.
