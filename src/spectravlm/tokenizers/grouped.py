@@ -74,7 +74,7 @@ class GroupedTokenizer(PatchTokenizer):
         self.grouping: Grouping = grouping
         slots = max(len(g) for g in self.table)
         bound = 1.0 / math.sqrt(slots * patch_size * patch_size)  # nn.Conv2d's default init range
-        self.bank = nn.Parameter(torch.empty(len(self.universe), dim, patch_size, patch_size))
+        self.bank = nn.Parameter(torch.empty(len(self.universe), patch_size * patch_size, dim))  # (K, p*p, D)
         nn.init.uniform_(self.bank, -bound, bound)
         self.group_proj = nn.Linear(descriptor_dim, dim)
 
@@ -84,10 +84,10 @@ class GroupedTokenizer(PatchTokenizer):
         return tuple(g for g in self.table if keys.intersection(g))
 
     def kernels(self, groups: tuple[tuple[str, ...], ...], present: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Bank kernels of each slot's channel, zero in empty slots: ``[G,D,S,p,p]``, no bias."""
+        """Bank kernels of each slot's channel, zero in empty slots: ``[G,S*p*p,D]``, no bias."""
         index = torch.tensor([[self.key_index.get(k, 0) for k in g] for g in groups], device=self.bank.device)
-        weight = self.bank[index] * rearrange(present, "g s -> g s 1 1 1").to(self.bank.dtype)
-        return rearrange(weight, "g s d p q -> g d s p q"), None
+        weight = self.bank[index] * rearrange(present, "g s -> g s 1 1").to(self.bank.dtype)
+        return rearrange(weight, "g s pq d -> g (s pq) d"), None
 
     def group_embedding(self, groups: tuple[tuple[str, ...], ...]) -> Tensor:
         """``[G,D]``: projection of the mean descriptor of each group's catalogue channels."""

@@ -75,6 +75,8 @@ def mask_invalid(values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     """
     finite = torch.isfinite(values).all(dim=2)
     valid = valid & finite
+    if bool(valid.all()):
+        return values, valid  # nothing to zero (the common case; saves a pass over the values)
     values = torch.where(rearrange(valid, "b t h w -> b t 1 h w"), values, values.new_zeros(()))
     return values, valid
 
@@ -118,9 +120,9 @@ def prepare_optical(series: SensorSeries) -> ChannelImage:
                 f"{', '.join([*_OPTICAL_SCALE, 'normalised'])}"
             )
         mean, std = normalisation_stats(sensor.name, series.bands)
-        mean = rearrange(mean.to(x.device), "c -> 1 1 c 1 1")
-        std = rearrange(std.to(x.device), "c -> 1 1 c 1 1")
-        x = (x * _OPTICAL_SCALE[series.units] - mean) / std
+        gain = rearrange(_OPTICAL_SCALE[series.units] / std, "c -> 1 1 c 1 1").to(x.device)
+        shift = rearrange(-mean / std, "c -> 1 1 c 1 1").to(x.device)
+        x = torch.addcmul(shift, x, gain)  # (x * scale - mean) / std in one pass
     values, valid = mask_invalid(x, series.valid)
     return ChannelImage(
         sensor=sensor.name,

@@ -78,9 +78,8 @@ class WavelengthTokenizer(PatchTokenizer):
         return (tuple(sorted((c.key for c in channels), key=self.key_index.__getitem__)),)
 
     def kernels(self, groups: tuple[tuple[str, ...], ...], present: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Return generated kernels ``[1,D,C,p,p]`` and bias ``[1,D]``."""
+        """Return generated kernels ``[1,C*p*p,D]`` and bias ``[1,D]``."""
         desc = self.descriptor(lookup_channels(self.universe, groups[0]))
         weight, bias = self.generator(desc)  # (C, p*p*D), (D,)
-        p = self.patch_size
-        weight = rearrange(weight, "c (p q d) -> 1 d c p q", p=p, q=p) * DOFA_SCALER
+        weight = rearrange(weight, "c (pq d) -> 1 (c pq) d", d=self.dim) * DOFA_SCALER
         return weight, rearrange(bias, "d -> 1 d") * DOFA_SCALER
