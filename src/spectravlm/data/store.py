@@ -455,14 +455,14 @@ class StoreTransaction:
             return
 
     def grid(self) -> Grid | None:
-        """The grid shared by the groups written so far (in append mode: the stored one), or ``None``."""
+        """Return the grid shared by the groups written so far (append mode: the stored one), or None."""
         meta = self._meta()
         for name in meta["groups"]:
             return Grid.from_attrs(dict(self._root[name].attrs)["grid"])  # type: ignore[arg-type]
         return None
 
     def group_attrs(self, group: str) -> dict[str, Any] | None:
-        """Attributes of sensor group ``group`` as written so far, or ``None`` when it does not exist."""
+        """Return the attributes of group ``group`` as written so far, or ``None`` when it does not exist."""
         if group not in self._meta()["groups"]:
             return None
         return dict(self._root[group].attrs)
@@ -483,20 +483,27 @@ class StoreTransaction:
             self._append_dates(group, bands, data, cloud, seconds, cube)
             return
         self._grid_check(cube.grid, f"{self.path}/{group}")
-        g = self._root.create_group(group)
+        group_attrs: dict[str, Any] = {
+            "sensor": sensor.name,
+            "bands": list(bands),
+            "grid": cube.grid.to_attrs(),
+            "nodata": cube.nodata,
+            "scale_factor": cube.scale_factor,
+            "add_offset": cube.add_offset,
+            "units": cube.units,
+            "orbit": cube.orbit,
+            "source": cube.source,
+            "chunking": "(time=1, band=all, y=256, x=256): one date, all bands, one tile per chunk",
+        }
+        clash = sorted(set(cube.attrs) & set(group_attrs))
+        if clash:
+            raise StoreError(f"{self.path}/{group}: extra attrs {clash} would replace attributes the store writes")
+        # Attributes go in with each node's creation: every later update rewrites its zarr.json (a round
+        # trip through zarr's event loop and the file system), which made metadata ~half of a small write.
+        g = self._root.create_group(group, attributes=group_attrs | cube.attrs)
         t, c, h, w = data.shape
         chunk_xy = (min(CHUNK_XY, h), min(CHUNK_XY, w))
         fill = cube.nodata if cube.nodata is not None else 0
-        arr = g.create_array(
-            "data",
-            shape=data.shape,
-            chunks=(1, c, *chunk_xy),
-            dtype=data.dtype,
-            fill_value=fill,
-            compressors=_COMPRESSOR,
-            dimension_names=("time", "band", "y", "x"),
-        )
-        arr[:] = data
         arr_attrs: dict[str, Any] = {
             "long_name": f"{sensor.platform} {sensor.kind} values",
             "units": cube.units,
@@ -508,7 +515,17 @@ class StoreTransaction:
         if cube.nodata is not None:
             # xarray's own encoding of _FillValue for Zarr (base64 for floats), so open_zarr masks nodata.
             arr_attrs["_FillValue"] = FillValueCoder.encode(cube.nodata, data.dtype)
-        arr.attrs.update(arr_attrs)
+        arr = g.create_array(
+            "data",
+            shape=data.shape,
+            chunks=(1, c, *chunk_xy),
+            dtype=data.dtype,
+            fill_value=fill,
+            compressors=_COMPRESSOR,
+            dimension_names=("time", "band", "y", "x"),
+            attributes=arr_attrs,
+        )
+        arr[:] = data
         if cloud is not None:
             ca = g.create_array(
                 "cloud",
@@ -518,33 +535,21 @@ class StoreTransaction:
                 fill_value=0,
                 compressors=_COMPRESSOR,
                 dimension_names=("time", "y", "x"),
+                attributes={"long_name": "cloud probability", "units": "percent", "coordinates": "spatial_ref"},
             )
             ca[:] = cloud
-            ca.attrs.update({"long_name": "cloud probability", "units": "percent", "coordinates": "spatial_ref"})
-        ta = g.create_array("time", shape=(t,), dtype="int64", fill_value=0, dimension_names=("time",))
+        ta = g.create_array(
+            "time",
+            shape=(t,),
+            dtype="int64",
+            fill_value=0,
+            dimension_names=("time",),
+            attributes={"units": TIME_UNITS, "calendar": "proleptic_gregorian", "standard_name": "time"},
+        )
         ta[:] = seconds
-        ta.attrs.update({"units": TIME_UNITS, "calendar": "proleptic_gregorian", "standard_name": "time"})
         ba = g.create_array("band", shape=(c,), dtype=str, dimension_names=("band",))
         ba[:] = np.array(bands)
         _write_xy(g, cube.grid)
-        g.attrs.update(
-            {
-                "sensor": sensor.name,
-                "bands": list(bands),
-                "grid": cube.grid.to_attrs(),
-                "nodata": cube.nodata,
-                "scale_factor": cube.scale_factor,
-                "add_offset": cube.add_offset,
-                "units": cube.units,
-                "orbit": cube.orbit,
-                "source": cube.source,
-                "chunking": "(time=1, band=all, y=256, x=256): one date, all bands, one tile per chunk",
-            }
-        )
-        clash = sorted(set(cube.attrs) & set(g.attrs))
-        if clash:
-            raise StoreError(f"{self.path}/{group}: extra attrs {clash} would replace attributes the store writes")
-        g.attrs.update(cube.attrs)
         meta["groups"] = [*meta["groups"], group]
         self._root.attrs["spectravlm"] = meta
 
@@ -611,9 +616,9 @@ class StoreTransaction:
             fill_value=np.nan,
             compressors=_COMPRESSOR,
             dimension_names=("y", "x"),
+            attributes={"units": units, "long_name": long_name or name, "coordinates": "spatial_ref"},
         )
         arr[:] = values.astype("float32")
-        arr.attrs.update({"units": units, "long_name": long_name or name, "coordinates": "spatial_ref"})
         if "x" not in tg:
             _write_xy(tg, grid)  # type: ignore[arg-type]
         meta = self._meta()
@@ -629,16 +634,25 @@ class StoreTransaction:
 def _write_xy(g: zarr.Group, grid: Grid) -> None:
     y, x = grid.coords()
     for name, values in (("y", y), ("x", x)):
-        a = g.create_array(name, shape=values.shape, dtype="float64", fill_value=0.0, dimension_names=(name,))
+        standard = f"projection_{name}_coordinate" if grid.crs_wkt else f"{name}_pixel"
+        a = g.create_array(
+            name,
+            shape=values.shape,
+            dtype="float64",
+            fill_value=0.0,
+            dimension_names=(name,),
+            attributes={"standard_name": standard},
+        )
         a[:] = values
-        a.attrs.update({"standard_name": f"projection_{name}_coordinate" if grid.crs_wkt else f"{name}_pixel"})
-    sr = g.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0)
     gt = grid.transform
-    sr.attrs.update(
-        {
+    g.create_array(
+        "spatial_ref",
+        shape=(),
+        dtype="int64",
+        fill_value=0,
+        attributes={
             "crs_wkt": grid.crs_wkt or "",
             "spatial_ref": grid.crs_wkt or "",
             "GeoTransform": " ".join(str(v) for v in (gt.c, gt.a, gt.b, gt.f, gt.d, gt.e)),
-        }
+        },
     )
-
