@@ -497,7 +497,7 @@ class StoreTransaction:
         }
         clash = sorted(set(cube.attrs) & set(group_attrs))
         if clash:
-            raise StoreError(f"{self.path}/{group}: extra attrs {clash} would replace attributes the store writes")
+            raise StoreError(f"{self.path}/{group}: extra attrs {clash} would replace the store's attrs")
         # Attributes go in with each node's creation: every later update rewrites its zarr.json (a round
         # trip through zarr's event loop and the file system), which made metadata ~half of a small write.
         g = self._root.create_group(group, attributes=group_attrs | cube.attrs)
@@ -535,7 +535,11 @@ class StoreTransaction:
                 fill_value=0,
                 compressors=_COMPRESSOR,
                 dimension_names=("time", "y", "x"),
-                attributes={"long_name": "cloud probability", "units": "percent", "coordinates": "spatial_ref"},
+                attributes={
+                    "long_name": "cloud probability",
+                    "units": "percent",
+                    "coordinates": "spatial_ref",
+                },
             )
             ca[:] = cloud
         ta = g.create_array(
