@@ -144,3 +144,17 @@ def test_one_weight_set_serves_any_subset_with_gradients() -> None:
         out = tok(prepare_optical(_s2(bands=bands)))
         out.tokens.square().mean().backward()
     assert tok.generator.fc_weight.weight.grad is not None
+
+
+def test_nan_at_a_valid_pixel_is_masked_not_propagated() -> None:
+    s = _s2(b=1, t=1)
+    nan = s.values.clone()
+    nan[0, 0, 2, 5, 6] = float("nan")  # one band of one pixel, which the series calls valid
+    zeroed_valid = s.valid.clone()
+    zeroed_valid[0, 0, 5, 6] = False
+    for tok in _tokenizers():
+        out = tok(prepare_optical(SensorSeries(s.sensor, s.bands, nan, s.times, s.valid)))
+        ref = tok(prepare_optical(SensorSeries(s.sensor, s.bands, s.values, s.times, zeroed_valid)))
+        assert torch.isfinite(out.tokens).all()
+        torch.testing.assert_close(out.tokens, ref.tokens)
+        assert out.mask.all()  # 15 of 16 pixels valid: the token stays

@@ -9,7 +9,9 @@ front-end (:mod:`spectravlm.tokenizers.sar`), which may add derived channels suc
 
 Masking policy (documented once, used everywhere): a pixel is invalid where the series says so, or
 where any channel is NaN/inf; invalid pixels are set to 0 (the band mean after normalisation), so
-their content can never reach a token.
+their content can never reach a token. For optical input the NaN/inf search is deferred to the
+tokenizer, which looks at its output (8-16x smaller than the image) and, only if something is not
+finite, masks the offending pixels and tokenizes again.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class ChannelImage:
         valid: ``[B,T,H,W]`` bool pixel validity.
         unit: the physical unit the values were normalised from (``reflectance*1e4``, ``dB``).
         orbit: SAR orbit direction when known.
+        finite_checked: True when non-finite pixels are already marked invalid; False when the
+            values may still hold NaN/inf at "valid" pixels (the tokenizer then checks).
 
     """
 
@@ -53,6 +57,7 @@ class ChannelImage:
     valid: Tensor
     unit: str
     orbit: str | None = None
+    finite_checked: bool = True
 
     def __post_init__(self) -> None:
         if self.values.ndim != 5 or self.values.shape[2] != len(self.channels):
@@ -62,19 +67,22 @@ class ChannelImage:
             )
 
 
-def mask_invalid(values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+def mask_invalid(values: Tensor, valid: Tensor, check_finite: bool = True) -> tuple[Tensor, Tensor]:
     """Mark non-finite pixels invalid and zero every invalid pixel.
 
     Args:
         values: ``[B,T,C,H,W]``.
         valid: ``[B,T,H,W]`` bool.
+        check_finite: look for NaN/inf pixels (a full pass over ``values``). Without it only the
+            given ``valid`` is applied; the tokenizers then detect non-finite values from their
+            (much smaller) output and call this again with the check (see ``PatchTokenizer``).
 
     Returns:
         ``(values, valid)`` with NaN/inf pixels (in any channel) invalid and all invalid pixels 0.
 
     """
-    finite = torch.isfinite(values).all(dim=2)
-    valid = valid & finite
+    if check_finite:
+        valid = valid & torch.isfinite(values).all(dim=2)
     if bool(valid.all()):
         return values, valid  # nothing to zero (the common case; saves a pass over the values)
     values = torch.where(rearrange(valid, "b t h w -> b t 1 h w"), values, values.new_zeros(()))
@@ -123,7 +131,7 @@ def prepare_optical(series: SensorSeries) -> ChannelImage:
         gain = rearrange(_OPTICAL_SCALE[series.units] / std, "c -> 1 1 c 1 1").to(x.device)
         shift = rearrange(-mean / std, "c -> 1 1 c 1 1").to(x.device)
         x = torch.addcmul(shift, x, gain)  # (x * scale - mean) / std in one pass
-    values, valid = mask_invalid(x, series.valid)
+    values, valid = mask_invalid(x, series.valid, check_finite=False)  # NaN: found by the tokenizer
     return ChannelImage(
         sensor=sensor.name,
         channels=sensor_channels(sensor.name, series.bands),
@@ -131,4 +139,5 @@ def prepare_optical(series: SensorSeries) -> ChannelImage:
         times=series.times,
         valid=valid,
         unit="reflectance*1e4",
+        finite_checked=False,
     )
