@@ -81,6 +81,9 @@ class PatchTokenizer(nn.Module):
         self.orbit_embed = nn.Embedding(len(ORBITS), dim)
         nn.init.normal_(self.orbit_embed.weight, std=0.02)
 
+    kernel_scale: float = 1.0
+    """Factor applied to kernels and bias (DOFA scales its generated weights by 0.01)."""
+
     # ---- what subclasses provide ----------------------------------------------------------------
 
     def slot_groups(self, channels: tuple[Channel, ...]) -> tuple[tuple[str, ...], ...]:
@@ -157,10 +160,17 @@ class PatchTokenizer(nn.Module):
         # One matrix product per group (stride = kernel, so im2col is a reshape): measured 1.6x
         # faster than the equivalent strided conv2d, forward+backward, on this project's CPUs.
         patches = rearrange(values, "b t (g s) (h p) (w q) -> g (b t h w) (s p q)", g=g, p=p, q=p)
-        if g == 1:
-            out = patches[0] @ weight[0] if bias is None else torch.addmm(bias[0], patches[0], weight[0])
+        k = self.kernel_scale  # applied to the small product, not to the large kernels
+        if g == 1 and bias is not None:
+            out = torch.addmm(bias[0], patches[0], weight[0], beta=k, alpha=k)
             return rearrange(out, "(b l) d -> b l d", b=b)  # l = t h w
-        out = torch.bmm(patches, weight) if bias is None else torch.baddbmm(bias[:, None], patches, weight)
+        if g == 1:
+            out = patches[0] @ weight[0] if k == 1.0 else torch.mm(patches[0], weight[0]) * k
+            return rearrange(out, "(b l) d -> b l d", b=b)  # l = t h w
+        if bias is None:
+            out = torch.bmm(patches, weight) if k == 1.0 else torch.bmm(patches, weight) * k
+        else:
+            out = torch.baddbmm(bias[:, None], patches, weight, beta=k, alpha=k)
         return rearrange(out, "g (b t l) d -> b (t g l) d", b=b, t=t)  # l = h w
 
     def _fit_size(self, values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:

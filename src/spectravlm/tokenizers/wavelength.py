@@ -54,6 +54,8 @@ class WavelengthTokenizer(PatchTokenizer):
 
     """
 
+    kernel_scale = DOFA_SCALER
+
     def __init__(
         self,
         dim: int,
@@ -78,8 +80,8 @@ class WavelengthTokenizer(PatchTokenizer):
         return (tuple(sorted((c.key for c in channels), key=self.key_index.__getitem__)),)
 
     def kernels(self, groups: tuple[tuple[str, ...], ...], present: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Return generated kernels ``[1,C*p*p,D]`` and bias ``[1,D]``."""
+        """Return generated kernels ``[1,C*p*p,D]`` and bias ``[1,D]`` (before ``kernel_scale``)."""
         desc = self.descriptor(lookup_channels(self.universe, groups[0]))
         weight, bias = self.generator(desc)  # (C, p*p*D), (D,)
-        weight = rearrange(weight, "c (pq d) -> 1 (c pq) d", d=self.dim) * DOFA_SCALER
-        return weight, rearrange(bias, "d -> 1 d") * DOFA_SCALER
+        # DOFA_SCALER is applied by the projection (kernel_scale), to its output rather than here
+        return rearrange(weight, "c (pq d) -> 1 (c pq) d", d=self.dim), rearrange(bias, "d -> 1 d")
