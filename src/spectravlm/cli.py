@@ -1,8 +1,14 @@
 """The ``spectravlm`` command.
 
-``spectravlm data ...`` holds the data commands (demo store, ingest, statistics, info). Training
-subcommands (``fit``, ``validate``, ``test``, ``predict``) go through LightningCLI and are added with the
-pretraining task.
+* ``spectravlm data ...``: the data commands (demo store, ingest, statistics, info).
+* ``spectravlm fit|validate|test|predict --config configs/....yaml``: LightningCLI over the tasks
+  (:class:`~spectravlm.tasks.base.BaseTask` subclasses, ``model.class_path``) and
+  :class:`~spectravlm.data.datamodule.CubeDataModule`. Values are given once: ``model.bands`` is computed
+  from ``data.stores`` and ``data.groups`` (all bands of each group unless the groups name bands),
+  ``model.window_size`` and ``model.seed`` come from ``data.window_size`` and ``data.seed``. Checkpoints
+  are written atomically (:class:`~spectravlm.callbacks.checkpoint_io.AtomicCheckpointIO`) unless the
+  config names another checkpoint IO plugin.
+* ``spectravlm export CHECKPOINT DIR``: the encoder of a pretraining checkpoint, with ``save_pretrained``.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spectravlm.errors import SpectraVLMError
 
@@ -273,16 +279,99 @@ def data_main(argv: Sequence[str]) -> int:
     return 0
 
 
+TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
+USAGE = """usage: spectravlm {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]
+       spectravlm export CHECKPOINT DIR
+       spectravlm data {demo,info,stats,ingest} ...
+
+Run `spectravlm fit -h` or `spectravlm data -h` for details."""
+
+
+def lightning_cli(args: Sequence[str], run: bool = True) -> Any:
+    """Build (and with ``run``, execute) the LightningCLI of ``spectravlm fit|validate|test|predict``.
+
+    Args:
+        args: command-line arguments after ``spectravlm`` (with ``run``, starting with the subcommand).
+        run: run the subcommand; ``False`` parses and instantiates only (for tests and notebooks).
+
+    Returns:
+        The :class:`lightning.pytorch.cli.LightningCLI` object.
+
+    """
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from spectravlm.callbacks.checkpoint_io import AtomicCheckpointIO
+    from spectravlm.data.datamodule import CubeDataModule
+    from spectravlm.tasks.base import BaseTask, store_bands
+
+    class SpectraCLI(LightningCLI):
+        """LightningCLI with the data-to-model links and atomic checkpoints."""
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.link_arguments(
+                ("data.stores", "data.groups"), "model.init_args.bands", compute_fn=store_bands
+            )
+            parser.link_arguments("data.window_size", "model.init_args.window_size")
+            parser.link_arguments("data.seed", "model.init_args.seed")
+
+        def instantiate_trainer(self, **kwargs: Any) -> Any:
+            trainer = super().instantiate_trainer(**kwargs)
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            return trainer
+
+    return SpectraCLI(
+        BaseTask,
+        CubeDataModule,
+        subclass_mode_model=True,
+        args=list(args),
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        load_from_checkpoint_support=False,  # a checkpoint never silently replaces the config's model
+    )
+
+
+def export_main(argv: Sequence[str]) -> int:
+    """Run ``spectravlm export CHECKPOINT DIR``: write a pretraining checkpoint's encoder."""
+    parser = argparse.ArgumentParser(
+        prog="spectravlm export",
+        description="Write the encoder of a pretraining checkpoint with save_pretrained.",
+    )
+    parser.add_argument("checkpoint", help="a .ckpt written by spectravlm fit")
+    parser.add_argument("dir", help="output directory (config.json, model.safetensors, pretraining.json)")
+    args = parser.parse_args(list(argv))
+    from pathlib import Path
+
+    from spectravlm.errors import ModelConfigError
+    from spectravlm.tasks.pretrain import PretrainTask
+
+    if not Path(args.checkpoint).is_file():
+        raise ModelConfigError(f"{args.checkpoint}: no such checkpoint file")
+    task = PretrainTask.load_from_checkpoint(args.checkpoint, map_location="cpu")
+    print(f"wrote {task.export_encoder(args.dir)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spectravlm`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: spectravlm data {demo,info,stats,ingest} ...\n\nRun `spectravlm data -h` for details.")
+        print(USAGE)
         return 0
     try:
         if argv[0] == "data":
             return data_main(argv[1:])
-        print(f"spectravlm: unknown command {argv[0]!r}; known: data", file=sys.stderr)
+        if argv[0] in TRAINING_COMMANDS:
+            lightning_cli(argv)
+            return 0
+        if argv[0] == "export":
+            return export_main(argv[1:])
+        print(
+            f"spectravlm: unknown command {argv[0]!r}; known: {', '.join(TRAINING_COMMANDS)}, export, data",
+            file=sys.stderr,
+        )
         return 2
     except SpectraVLMError as err:
         print(f"spectravlm: error: {err}", file=sys.stderr)
