@@ -20,7 +20,7 @@ from spectravlm.encoders.temporal_transformer import TemporalTransformer
 from spectravlm.encoders.temporal_types import DatedTokens
 from spectravlm.errors import ModelConfigError
 from spectravlm.sensors import get_sensor
-from spectravlm.stack import SensorSeries, SensorStack
+from spectravlm.stack import SensorSeries, SensorStack, collate_stacks
 
 WINDOW = Window(col_off=64, row_off=64, width=16, height=16)  # partly cloudy in Dec, fully in Aug
 RAW_WINDOW = Window(col_off=64, row_off=64, width=32, height=32)  # 4 x 4 patches of 8 px
@@ -113,6 +113,43 @@ def test_cloudy_pixels_and_the_clouded_month_contribute_nothing(kind, chip):
     short = SensorSeries("s2", s2.bands, s2.values[:, keep], s2.times[:, keep], s2.valid[:, keep])
     out = model.forward_pixels(SensorStack(series={**chip.series, "s2": short}))
     torch.testing.assert_close(out.locations, ref.locations, rtol=1e-4, atol=1e-5)
+
+
+def _months(series: SensorSeries, months: list[int]) -> SensorSeries:
+    return SensorSeries(
+        series.sensor,
+        series.bands,
+        series.values[:, months],
+        series.times[:, months],
+        series.valid[:, months],
+        series.units,
+        series.orbit,
+    )
+
+
+@pytest.mark.parametrize("kind", ["ltae", "transformer"])
+def test_real_sequences_of_3_7_12_months_collated_equal_one_by_one(kind, chip):
+    """Samples with 3, 7 and 12 S2 months (and 12, 3, 7 S1 months), padded by collate_stacks."""
+    model = _fusion(kind)
+    s2_months = [[0, 4, 9], [1, 2, 3, 5, 7, 8, 11], list(range(12))]
+    s1_months = [list(range(12)), [2, 6, 10], [0, 1, 3, 5, 6, 8, 9]]
+    samples = [
+        SensorStack(
+            series={
+                "s2": _months(chip["s2"], a),
+                "s1_asc": _months(chip["s1_asc"], b),
+                "s1_desc": _months(chip["s1_desc"], b),
+            }
+        )
+        for a, b in zip(s2_months, s1_months, strict=True)
+    ]
+    batch = collate_stacks(samples)
+    assert batch["s2"].values.shape[:2] == (3, 12) and not batch["s2"].date_valid[0, 3:].any()
+    out = model.forward_pixels(batch)
+    for i, sample in enumerate(samples):
+        one = model.forward_pixels(sample)
+        torch.testing.assert_close(out.locations[i], one.locations[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.pooled[i], one.pooled[0], rtol=1e-4, atol=1e-5)
 
 
 def test_fused_encoder_learns_per_pixel_agb_on_the_real_chip(chip):
