@@ -175,6 +175,8 @@ def collate_stacks(samples: Sequence[SensorStack]) -> SensorStack:
     """
     if not samples:
         raise DataConfigError("collate_stacks needs at least one sample")
+    if len(samples) == 1:  # already a batch (e.g. a dataset's batched fetch): nothing to copy
+        return samples[0]
     groups = list(samples[0].series)
     for s in samples[1:]:
         if list(s.series) != groups:

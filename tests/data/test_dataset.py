@@ -165,7 +165,9 @@ def test_missing_date_policies(holes_store):
     left = CubeDataset([holes_store], missing_dates="skip", **{**common, "windows": [Window(0, 64, 64, 64)]})[
         0
     ]
-    assert left["s1"].values.shape[1] == 4  # S1 date 3 (all -9999 here) dropped, 5 - 1
+    # S1 date 3 (all -9999 here) dropped; the series keeps the group's length, padded with a masked step
+    assert left["s1"].date_valid[0].tolist() == [True] * 4 + [False]
+    assert left["s1"].times[0].tolist()[:4] == mask["s1"].times[0, [0, 1, 2, 4]].tolist()
     assert not (left["s1"].values == -9999).any()
     sample = CubeDataset(
         [holes_store], missing_dates="sample", n_times=3, **{**common, "windows": [Window(0, 64, 64, 64)]}

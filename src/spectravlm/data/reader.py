@@ -23,6 +23,8 @@ naming the URL; a chunk that cannot be decoded is a :class:`~spectravlm.errors.S
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +46,7 @@ except ImportError:  # pragma: no cover - aiohttp is a core dependency
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, _ClientError)
 """Errors retried on a read (``FileNotFoundError`` excepted: a missing chunk is the fill value)."""
 
-Decoder = Callable[[bytes, np.ndarray], None]
+Decoder = Callable[[bytes | memoryview, np.ndarray], None]
 
 
 def is_transient(err: BaseException) -> bool:
@@ -62,18 +64,38 @@ class ChunkSource:
         self._fs: Any = None
         self._base = location.rstrip("/")
         self._storage_options = storage_options or {}
+        self._buffers: list[bytearray] = []  # reused read buffers, one per slot (fresh memory faults)
 
     def url(self, key: str) -> str:
         """Where the object ``key`` lives (a path or URL, for messages)."""
         return f"{self._base}/{key}"
 
-    def get_many(self, keys: Sequence[str]) -> list[bytes | BaseException | None]:
-        """Fetch ``keys``: bytes, ``None`` when absent, or the exception raised for that key."""
+    def _read_local(self, key: str, slot: int) -> memoryview:
+        """Read a local object into the reused buffer ``slot`` (valid until that slot is read again)."""
+        while len(self._buffers) <= slot:
+            self._buffers.append(bytearray())
+        assert self._root is not None
+        with io.FileIO(os.path.join(self._root, key), "r") as f:
+            size = os.fstat(f.fileno()).st_size
+            buf = self._buffers[slot]
+            if len(buf) < size:
+                buf.extend(bytes(size - len(buf)))
+            n = f.readinto(memoryview(buf)[:size])
+        return memoryview(buf)[:n]
+
+    def get_many(
+        self, keys: Sequence[str], slots: Sequence[int] | None = None
+    ) -> list[bytes | memoryview | BaseException | None]:
+        """Fetch ``keys``: their bytes, ``None`` when absent, or the exception raised for that key.
+
+        Local objects come back as views of reused buffers (``slots``, default ``0..len(keys)-1``): use
+        them before the next call with the same slots.
+        """
         if self._root is not None:
-            out: list[bytes | BaseException | None] = []
-            for key in keys:
+            out: list[bytes | memoryview | BaseException | None] = []
+            for i, key in enumerate(keys):
                 try:
-                    out.append((self._root / key).read_bytes())
+                    out.append(self._read_local(key, i if slots is None else slots[i]))
                 except FileNotFoundError:
                     out.append(None)
                 except OSError as err:
@@ -90,13 +112,15 @@ class ChunkSource:
             return [err] * len(keys)
         if not isinstance(got, dict):  # a single URL may come back as bytes
             got = {urls[0]: got}
-        result: list[bytes | BaseException | None] = []
+        result: list[bytes | memoryview | BaseException | None] = []
         for u in urls:
             v = got.get(u, FileNotFoundError(u))
             result.append(None if isinstance(v, FileNotFoundError) else v)
         return result
 
-    def get_many_retrying(self, keys: Sequence[str], retries: int, backoff_s: float) -> list[bytes | None]:
+    def get_many_retrying(
+        self, keys: Sequence[str], retries: int, backoff_s: float
+    ) -> list[bytes | memoryview | None]:
         """:meth:`get_many` with transient failures retried, then :class:`StoreReadError`."""
         values = self.get_many(keys)
         for attempt in range(retries + 1):
@@ -111,7 +135,7 @@ class ChunkSource:
                     f"({len(failed)} of {len(keys)} chunk objects): {type(err).__name__}: {err}"
                 ) from err
             time.sleep(backoff_s * 2**attempt)
-            again = self.get_many([keys[i] for i in failed])
+            again = self.get_many([keys[i] for i in failed], slots=failed)
             for i, v in zip(failed, again, strict=True):
                 values[i] = v
         raise AssertionError("unreachable")  # pragma: no cover
