@@ -14,8 +14,9 @@ def test_s2_band_counts_and_order():
     assert SENTINEL2_L2A.band("B02").gsd_m == 10 and SENTINEL2_L2A.band("B05").gsd_m == 20
 
 
-@pytest.mark.parametrize(("alias", "name"), [("B2", "B02"), ("b02", "B02"), ("B08A", "B8A"), ("b8a", "B8A"),
-                                             ("red", "B04")])
+@pytest.mark.parametrize(
+    ("alias", "name"), [("B2", "B02"), ("b02", "B02"), ("B08A", "B8A"), ("b8a", "B8A"), ("red", "B04")]
+)
 def test_aliases(alias, name):
     assert SENTINEL2_L2A.canonical_name(alias) == name
 

@@ -59,4 +59,4 @@ class ModelConfigError(SpectraVLMError, ValueError):
 
 
 class NumericInputError(SpectraVLMError, ValueError):
-    """Text or values that the numeric tokenizer cannot encode or decode faithfully (NaN, overflow, length)."""
+    """Text or values the numeric tokenizer cannot encode or decode faithfully (NaN, overflow, length)."""

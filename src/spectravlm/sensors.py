@@ -28,6 +28,7 @@ Example:
     864.7
     >>> s2.canonical_names(["b2", "B08A", "b04"])
     ('B02', 'B8A', 'B04')
+
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Band:
         polarisation: transmit/receive polarisation, e.g. ``VV`` (SAR only).
         description: a human-readable role (``red``, ``NIR narrow``, ``co-pol``).
         stats: default normalisation statistics with their source.
+
     """
 
     name: str
@@ -100,6 +102,7 @@ class Sensor:
         bands: the bands in canonical product order.
         aliases: extra spellings (upper-cased) mapped to canonical band names.
         description: one line on the product.
+
     """
 
     name: str
@@ -119,6 +122,7 @@ class Sensor:
 
         Raises:
             UnknownBandError: if the sensor has no such band; the message lists the known bands.
+
         """
         key = name.strip().upper()
         if key in self._index:
@@ -286,6 +290,7 @@ def get_sensor(name: str | Sensor) -> Sensor:
 
     Raises:
         UnknownSensorError: naming the known sensors.
+
     """
     if isinstance(name, Sensor):
         return name
@@ -298,4 +303,3 @@ def get_sensor(name: str | Sensor) -> Sensor:
             f"(short names: {', '.join(_SENSOR_ALIASES)})"
         )
     return SENSORS[key]
-

@@ -42,6 +42,7 @@ class SensorSeries:
         valid: ``[B,T,H,W]`` bool, True where a pixel is observed (not nodata, not cloud, not padding).
         units: what ``values`` holds: ``raw``, ``normalised``, ``reflectance``, ``dB`` or ``linear``.
         orbit: ``ascending``/``descending`` for SAR when known, else ``None``.
+
     """
 
     sensor: str
@@ -62,7 +63,9 @@ class SensorSeries:
         if c != len(self.bands):
             raise DataConfigError(f"{self.sensor}: {c} channels but {len(self.bands)} band names")
         if tuple(self.times.shape) != (b, t):
-            raise DataConfigError(f"{self.sensor}: times must be [B,T]=({b},{t}), got {tuple(self.times.shape)}")
+            raise DataConfigError(
+                f"{self.sensor}: times must be [B,T]=({b},{t}), got {tuple(self.times.shape)}"
+            )
         if tuple(self.valid.shape) != (b, t, h, w):
             raise DataConfigError(
                 f"{self.sensor}: valid must be [B,T,H,W]=({b},{t},{h},{w}), got {tuple(self.valid.shape)}"
@@ -103,6 +106,7 @@ class SensorStack:
         origin: ``[B,2]`` int64 (row, column) of each window's top-left pixel in its store, when known.
         index: ``[B]`` int64 position of each window in its dataset (``-1`` for a padding sample that
             holds no data), when known.
+
     """
 
     series: dict[str, SensorSeries]

@@ -13,10 +13,35 @@ def test_stats_match_numpy_over_valid_pixels(tmp_path):
     data = rng.integers(1, 5000, (4, 2, 300, 280), dtype=np.uint16)
     data[0, :, :10] = 0  # nodata rows
     cloud = rng.integers(0, 101, (4, 300, 280), dtype=np.uint8)
-    ingest_arrays(tmp_path / "s.zarr", "s2", SensorCube("s2", ("B04", "B08"), data, np.array(["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"], "datetime64[s]"), grid, nodata=0, cloud=cloud))
+    ingest_arrays(
+        tmp_path / "s.zarr",
+        "s2",
+        SensorCube(
+            "s2",
+            ("B04", "B08"),
+            data,
+            np.array(["2021-01-01", "2021-02-01", "2021-03-01", "2021-04-01"], "datetime64[s]"),
+            grid,
+            nodata=0,
+            cloud=cloud,
+        ),
+    )
     sar = rng.normal(-12, 4, (3, 1, 300, 280)).astype(np.float32)
     sar[1, 0, 5, 5] = np.nan
-    ingest_arrays(tmp_path / "s.zarr", "s1", SensorCube("s1", ("VV",), sar, np.array(["2021-01-02", "2021-02-02", "2021-03-02"], "datetime64[s]"), grid, nodata=-9999.0, units="dB"), append=True)
+    ingest_arrays(
+        tmp_path / "s.zarr",
+        "s1",
+        SensorCube(
+            "s1",
+            ("VV",),
+            sar,
+            np.array(["2021-01-02", "2021-02-02", "2021-03-02"], "datetime64[s]"),
+            grid,
+            nodata=-9999.0,
+            units="dB",
+        ),
+        append=True,
+    )
     stats = compute_stats(tmp_path / "s.zarr", cloud_threshold=40)
 
     valid = (data != 0).all(1) & (cloud < 40)

@@ -19,7 +19,12 @@ from spectravlm.errors import (
     UnknownSensorError,
 )
 
-GRID = Grid(height=40, width=30, transform=Affine(10, 0, 400000, 0, -10, 5000000), crs_wkt=CRS.from_epsg(32633).to_wkt())
+GRID = Grid(
+    height=40,
+    width=30,
+    transform=Affine(10, 0, 400000, 0, -10, 5000000),
+    crs_wkt=CRS.from_epsg(32633).to_wkt(),
+)
 
 
 def _cube(t=3, seed=0, start="2021-06-01", bands=("B02", "B03", "B04"), **kw) -> SensorCube:
@@ -76,7 +81,15 @@ def test_append_dates_and_groups(tmp_path):
     first, later = _cube(t=2, seed=1), _cube(t=2, seed=2, start="2021-07-01")
     ingest_arrays(path, "s2", first)
     ingest_arrays(path, "s2", later, append=True)
-    s1 = SensorCube("s1", ("VV", "VH"), np.full((1, 2, 40, 30), -12.5, np.float32), np.array(["2021-06-03"], "datetime64[s]"), GRID, nodata=-9999.0, units="dB")
+    s1 = SensorCube(
+        "s1",
+        ("VV", "VH"),
+        np.full((1, 2, 40, 30), -12.5, np.float32),
+        np.array(["2021-06-03"], "datetime64[s]"),
+        GRID,
+        nodata=-9999.0,
+        units="dB",
+    )
     ingest_arrays(path, "s1", s1, append=True)
     store = CubeStore.open(path)
     assert store["s2"].data.shape == (4, 3, 40, 30)
@@ -103,7 +116,10 @@ def test_existing_store_not_overwritten(tmp_path):
 def test_failed_write_leaves_previous_store(tmp_path):
     path = tmp_path / "s.zarr"
     ingest_arrays(path, "s2", _cube(seed=1))
-    with pytest.raises(RuntimeError, match="boom"), StoreTransaction(path, mode="create", overwrite=True) as tx:
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        StoreTransaction(path, mode="create", overwrite=True) as tx,
+    ):
         tx.write_sensor("s2", _cube(seed=2))
         raise RuntimeError("boom")
     np.testing.assert_array_equal(CubeStore.open(path)["s2"].data[:], _cube(seed=1).data)
@@ -133,7 +149,14 @@ def test_grid_mismatch_between_groups(tmp_path):
     path = tmp_path / "s.zarr"
     ingest_arrays(path, "s2", _cube())
     other = Grid(40, 30, Affine(10, 0, 400100, 0, -10, 5000000), GRID.crs_wkt)
-    s1 = SensorCube("s1", ("VV",), np.zeros((1, 1, 40, 30), np.float32), np.array(["2021-06-03"], "datetime64[s]"), other, units="dB")
+    s1 = SensorCube(
+        "s1",
+        ("VV",),
+        np.zeros((1, 1, 40, 30), np.float32),
+        np.array(["2021-06-03"], "datetime64[s]"),
+        other,
+        units="dB",
+    )
     with pytest.raises(StoreError, match="differs from the grid"):
         ingest_arrays(path, "s1", s1, append=True)
 

@@ -86,6 +86,7 @@ def make_demo_cubes(
         size: grid edge in pixels (10 m pixels).
         seed: random seed; equal seeds give identical data.
         start_year: the series runs September ``start_year`` .. August ``start_year + 1``.
+
     """
     rng = np.random.default_rng(seed)
     h = w = size
@@ -116,7 +117,9 @@ def make_demo_cubes(
             _WATER[:, None, None],
             np.where(
                 cover == SOIL,
-                _SOIL[:, None, None] if not snowy else 0.2 * _SOIL[:, None, None] + 0.8 * _SNOW[:, None, None],
+                _SOIL[:, None, None]
+                if not snowy
+                else 0.2 * _SOIL[:, None, None] + 0.8 * _SNOW[:, None, None],
                 canopy * _CONIFER[:, None, None] + (1 - canopy) * open_ground,
             ),
         )

@@ -34,7 +34,9 @@ def _tiles(group: SensorGroup) -> Iterator[tuple[int, slice, slice]]:
                 yield ti, slice(y0, min(y0 + cy, h)), slice(x0, min(x0 + cx, w))
 
 
-def valid_pixels(raw: np.ndarray, nodata: float | None, cloud: np.ndarray | None, cloud_threshold: float) -> np.ndarray:
+def valid_pixels(
+    raw: np.ndarray, nodata: float | None, cloud: np.ndarray | None, cloud_threshold: float
+) -> np.ndarray:
     """Validity of each pixel of ``raw`` ``(C, H, W)``: ``(H, W)`` bool (the rule of the module doc)."""
     valid = np.ones(raw.shape[1:], dtype=bool)
     if nodata is not None:
@@ -90,7 +92,13 @@ def group_stats(group: SensorGroup, cloud_threshold: float = 50.0, progress: boo
         mean = total[b] / count[b]
         std = float(np.sqrt(max(total_sq[b] / count[b] - mean * mean, 0.0)))
         cdf = np.cumsum(hist[b]) / count[b]
-        entry = {"count": int(count[b]), "mean": float(mean), "std": std, "min": float(vmin[b]), "max": float(vmax[b])}
+        entry = {
+            "count": int(count[b]),
+            "mean": float(mean),
+            "std": std,
+            "min": float(vmin[b]),
+            "max": float(vmax[b]),
+        }
         for p in PERCENTILES:
             idx = int(np.searchsorted(cdf, p / 100.0))
             value = idx if is_int else vmin[b] + (idx + 0.5) * (vmax[b] - vmin[b]) / n_bins
@@ -106,6 +114,7 @@ def compute_stats(
 
     Returns:
         per group, per band: count, mean, std, min, max, p01, p02, p50, p98, p99 (raw stored units).
+
     """
     store = CubeStore.open(path)
     results = {name: group_stats(g, cloud_threshold, progress) for name, g in store.groups.items()}

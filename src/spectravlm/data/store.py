@@ -72,6 +72,7 @@ class Grid:
         width: columns.
         transform: GDAL-style affine transform of the top-left pixel corner.
         crs_wkt: the CRS as WKT, or ``None`` for data without georeference (BioMassters).
+
     """
 
     height: int
@@ -133,6 +134,7 @@ class SensorCube:
         source: free-text provenance (file names, product ids).
         attrs: extra JSON-able group attributes (e.g. ``calibration`` for uncalibrated SAR), written
             when the group is created; they may not replace the attributes the store itself writes.
+
     """
 
     sensor: str
@@ -170,7 +172,9 @@ class SensorGroup:
             self.bands: tuple[str, ...] = tuple(attrs["bands"])
             time = np.asarray(group["time"][:], dtype="int64")
         except KeyError as err:
-            raise StoreError(f"{store.path}: sensor group {name!r} lacks {err} (not a spectravlm group?)") from err
+            raise StoreError(
+                f"{store.path}: sensor group {name!r} lacks {err} (not a spectravlm group?)"
+            ) from err
         self.times = time.astype("datetime64[s]")
         self.cloud: zarr.Array | None = group["cloud"] if "cloud" in group else None  # type: ignore[assignment]
         self.nodata: float | None = attrs.get("nodata")
@@ -185,7 +189,7 @@ class SensorGroup:
             )
 
     def __repr__(self) -> str:
-        t, c, h, w = self.data.shape
+        t, _, h, w = self.data.shape
         return f"SensorGroup({self.name!r}, sensor={self.sensor.name}, T={t}, bands={self.bands}, {h}x{w})"
 
     def band_index(self, bands: Sequence[str]) -> list[int]:
@@ -226,6 +230,7 @@ class CubeStore:
         >>> store = CubeStore.open("data/demo.zarr")          # doctest: +SKIP
         >>> store["s2"].data.shape                             # doctest: +SKIP
         (12, 10, 512, 512)
+
     """
 
     def __init__(self, path: str, root: zarr.Group) -> None:
@@ -264,7 +269,9 @@ class CubeStore:
             raise StoreError(f"{spath} is not a cube store: no such directory")
         try:
             if is_url:
-                root = zarr.open_group(spath, mode="r", storage_options=storage_options or {}, use_consolidated=True)
+                root = zarr.open_group(
+                    spath, mode="r", storage_options=storage_options or {}, use_consolidated=True
+                )
             else:
                 root = zarr.open_group(spath, mode="r", use_consolidated=True)
         except (FileNotFoundError, KeyError, ValueError) as err:
@@ -289,7 +296,10 @@ class CubeStore:
 
     def summary(self) -> str:
         """A human-readable summary (what ``spectravlm data info`` prints)."""
-        lines = [f"cube store {self.path} (format v{self.format_version}){' [SYNTHETIC]' if self.synthetic else ''}"]
+        lines = [
+            f"cube store {self.path} (format v{self.format_version})"
+            + (" [SYNTHETIC]" if self.synthetic else "")
+        ]
         if self.title:
             lines.append(f"  title: {self.title}")
         for name, g in self.groups.items():
@@ -306,8 +316,14 @@ class CubeStore:
         for name, arr in self.targets.items():
             values = np.asarray(arr[:])
             finite = values[np.isfinite(values)]
-            rng = f"{finite.min():.1f}..{finite.max():.1f}, mean {finite.mean():.1f}" if finite.size else "empty"
-            lines.append(f"  target {name}: {arr.shape[0]}x{arr.shape[1]} {arr.attrs.get('units', '')} ({rng})")
+            rng = (
+                f"{finite.min():.1f}..{finite.max():.1f}, mean {finite.mean():.1f}"
+                if finite.size
+                else "empty"
+            )
+            lines.append(
+                f"  target {name}: {arr.shape[0]}x{arr.shape[1]} {arr.attrs.get('units', '')} ({rng})"
+            )
         return "\n".join(lines)
 
 
@@ -360,6 +376,7 @@ class StoreTransaction:
         overwrite: replace an existing store in ``create`` mode.
         title: free-text title stored in the root attributes.
         synthetic: mark the store as synthetic data (the demo store).
+
     """
 
     def __init__(
@@ -385,7 +402,9 @@ class StoreTransaction:
             shutil.rmtree(stale, ignore_errors=True)
         exists = self.path.exists()
         if self.mode == "create" and exists and not self.overwrite:
-            raise StoreExistsError(f"{self.path} already exists; pass overwrite=True (--overwrite) to replace it")
+            raise StoreExistsError(
+                f"{self.path} already exists; pass overwrite=True (--overwrite) to replace it"
+            )
         if self.mode == "append" and not exists:
             raise StoreError(f"cannot append: {self.path} does not exist")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -570,7 +589,9 @@ class StoreTransaction:
         attrs = dict(g.attrs)
         where = f"{self.path}/{group}"
         if tuple(attrs["bands"]) != bands:
-            raise StoreError(f"{where}: cannot append bands {bands} to a group with bands {tuple(attrs['bands'])}")
+            raise StoreError(
+                f"{where}: cannot append bands {bands} to a group with bands {tuple(attrs['bands'])}"
+            )
         if not cube.grid.same_as(Grid.from_attrs(attrs["grid"])):
             raise StoreError(f"{where}: appended data has a different grid than the stored one")
         arr: zarr.Array = g["data"]  # type: ignore[assignment]
@@ -583,7 +604,8 @@ class StoreTransaction:
         if seconds.min() <= old_times.max():
             raise StoreError(
                 f"{where}: appended dates must follow the stored ones (last stored "
-                f"{old_times.max().astype('datetime64[s]')}, first new {seconds.min().astype('datetime64[s]')})"
+                f"{old_times.max().astype('datetime64[s]')}, "
+                f"first new {seconds.min().astype('datetime64[s]')})"
             )
         if (cloud is None) != ("cloud" not in g):
             raise StoreError(f"{where}: appended data must have a cloud layer exactly when the store has one")
@@ -600,7 +622,9 @@ class StoreTransaction:
         if cube.source and cube.source not in attrs.get("source", ""):
             g.attrs["source"] = "; ".join(s for s in (attrs.get("source", ""), cube.source) if s)
 
-    def write_target(self, name: str, values: np.ndarray, grid: Grid, units: str, long_name: str = "") -> None:
+    def write_target(
+        self, name: str, values: np.ndarray, grid: Grid, units: str, long_name: str = ""
+    ) -> None:
         """Write a 2-D target layer (e.g. ``agb`` in t/ha) on the store's grid; NaN marks no value."""
         if values.ndim != 2 or values.shape != (grid.height, grid.width):
             raise StoreError(

@@ -41,7 +41,9 @@ def check_cube(cube: SensorCube, where: str) -> None:
     if cube.cloud is not None:
         cloud = np.asarray(cube.cloud)
         if cloud.shape != (t, h, w) or cloud.dtype != np.uint8:
-            raise IngestError(f"{where}: cloud must be ({t}, {h}, {w}) uint8 0..100, got {cloud.shape} {cloud.dtype}")
+            raise IngestError(
+                f"{where}: cloud must be ({t}, {h}, {w}) uint8 0..100, got {cloud.shape} {cloud.dtype}"
+            )
         if cloud.max(initial=0) > 100:
             raise IngestError(f"{where}: cloud probability above 100 ({int(cloud.max())})")
     if np.issubdtype(data.dtype, np.floating) and np.isinf(data).any():

@@ -52,7 +52,9 @@ def _read(path: Path, count: int, dtype: str) -> np.ndarray:
                 if src.dtypes[0] != dtype:
                     raise IngestError(f"{path}: dtype {src.dtypes[0]}, expected {dtype} (BioMassters layout)")
                 if (src.height, src.width) != (256, 256):
-                    raise IngestError(f"{path}: {src.height}x{src.width} px, expected 256x256 (BioMassters chip)")
+                    raise IngestError(
+                        f"{path}: {src.height}x{src.width} px, expected 256x256 (BioMassters chip)"
+                    )
                 return src.read()
         except rasterio.errors.RasterioIOError as err:
             raise IngestError(f"{path}: cannot be read as a raster: {err}") from err
@@ -78,6 +80,7 @@ def ingest_biomassters(
             missing month is an error naming the file.
         overwrite: replace an existing store.
         progress: show a progress bar.
+
     """
     chip_dir = Path(chip_dir)
     if not chip_dir.is_dir():
@@ -85,7 +88,9 @@ def ingest_biomassters(
     if chip_id is None:
         ids = sorted({p.name.split("_")[0] for p in chip_dir.glob("*_agbm.tif")})
         if len(ids) != 1:
-            raise IngestError(f"{chip_dir}: expected exactly one *_agbm.tif to infer the chip id, found {ids}")
+            raise IngestError(
+                f"{chip_dir}: expected exactly one *_agbm.tif to infer the chip id, found {ids}"
+            )
         chip_id = ids[0]
     dates = month_dates(start_year)
     s1_arrays: list[np.ndarray] = []
@@ -101,7 +106,9 @@ def ingest_biomassters(
             if not path.exists():
                 if allow_missing:
                     continue
-                raise IngestError(f"{path} is missing (month {m:02d}); pass allow_missing=True to skip absent months")
+                raise IngestError(
+                    f"{path} is missing (month {m:02d}); pass allow_missing=True to skip absent months"
+                )
             arrays.append(_read(path, count, dtype))
             times.append(dates[m])
     if not s2_arrays and not s1_arrays:
@@ -112,7 +119,9 @@ def ingest_biomassters(
     agb = _read(agb_path, 1, "float32")[0]
 
     grid = Grid(height=256, width=256)
-    source = f"BioMassters chip {chip_id} ({chip_dir}); dates nominal (15th of month), start_year={start_year}"
+    source = (
+        f"BioMassters chip {chip_id} ({chip_dir}); dates nominal (15th of month), start_year={start_year}"
+    )
     title = f"BioMassters chip {chip_id}"
     with StoreTransaction(store, mode="create", overwrite=overwrite, title=title) as tx:
         if s2_arrays:
@@ -137,7 +146,10 @@ def ingest_biomassters(
             )
         if s1_arrays:
             s1 = np.stack(s1_arrays)
-            for group, sl, orbit in (("s1_asc", slice(0, 2), "ascending"), ("s1_desc", slice(2, 4), "descending")):
+            for group, sl, orbit in (
+                ("s1_asc", slice(0, 2), "ascending"),
+                ("s1_desc", slice(2, 4), "descending"),
+            ):
                 tx.write_sensor(
                     group,
                     SensorCube(
