@@ -279,3 +279,17 @@ def test_biomassters_windows_equal_source_rasters(biomassters_store, biomassters
     agb = _tif(biomassters_dir / "0060c0a5_agbm.tif")[0]
     assert np.array_equal(s.targets["agb"][0].numpy(), agb[rows, cols])
     assert s["s2"].times[0, 0].item() == np.datetime64("2020-09-15").astype(np.int64)
+
+
+def test_batched_fetch_equals_single_reads(holes_store):
+    ds = CubeDataset(
+        [holes_store], groups=["s2", "s1"], targets=["agb"], window_size=64, empty_windows="mask"
+    )
+    [batch] = ds.__getitems__([3, PAD_INDEX, 0, 7])
+    singles = collate_stacks([ds[3], ds.padding_sample(), ds[0], ds[7]])  # concatenated per-sample reads
+    assert batch.index.tolist() == [3, -1, 0, 7] and batch.origin[1].tolist() == [-1, -1]
+    for g in ("s2", "s1"):
+        assert torch.equal(batch[g].values, singles[g].values)
+        assert torch.equal(batch[g].valid, singles[g].valid) and torch.equal(batch[g].times, singles[g].times)
+    assert torch.equal(batch.targets["agb"].isnan(), singles.targets["agb"].isnan())
+    assert batch.targets["agb"][1].isnan().all() and not batch["s2"].valid[1].any()
