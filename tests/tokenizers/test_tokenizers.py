@@ -158,3 +158,16 @@ def test_nan_at_a_valid_pixel_is_masked_not_propagated() -> None:
         assert torch.isfinite(out.tokens).all()
         torch.testing.assert_close(out.tokens, ref.tokens)
         assert out.mask.all()  # 15 of 16 pixels valid: the token stays
+
+
+def test_inference_kernel_cache_follows_parameter_updates() -> None:
+    tok = _tokenizers()[0]
+    img = prepare_optical(_s2(b=1, t=1))
+    with torch.no_grad():
+        a = tok(img).tokens
+        assert len(tok._kernel_cache) == 1
+        torch.testing.assert_close(tok(img).tokens, a)  # served from the cache
+        tok.generator.fc_weight.weight.mul_(2.0)  # e.g. an optimiser step
+        b = tok(img).tokens
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(tok(img).tokens, b)  # with autograd: no cache, same result

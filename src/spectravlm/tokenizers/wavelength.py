@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torchgeo.models.dofa import TransformerWeightGenerator
@@ -70,6 +71,7 @@ class WavelengthTokenizer(PatchTokenizer):
         self.generator = TransformerWeightGenerator(
             descriptor_dim, patch_size * patch_size * dim, dim, num_heads=generator_heads
         )
+        self._kernel_cache: dict[tuple[object, ...], tuple[Tensor, Tensor | None]] = {}
         for m in self.generator.modules():  # DOFAEmbedding._init_weights
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -80,8 +82,23 @@ class WavelengthTokenizer(PatchTokenizer):
         return (tuple(sorted((c.key for c in channels), key=self.key_index.__getitem__)),)
 
     def kernels(self, groups: tuple[tuple[str, ...], ...], present: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Return generated kernels ``[1,C*p*p,D]`` and bias ``[1,D]`` (before ``kernel_scale``)."""
+        """Return generated kernels ``[1,C*p*p,D]`` and bias ``[1,D]`` (before ``kernel_scale``).
+
+        Without autograd (inference) the kernels of a channel set are cached and reused until any
+        parameter of the descriptor or generator changes (an optimiser step or a loaded state dict
+        bumps the tensors' version counters), so inference pays for the generator once per band set.
+        """
+        key = (groups[0], self._parameter_versions())
+        if not torch.is_grad_enabled() and key in self._kernel_cache:
+            return self._kernel_cache[key]
         desc = self.descriptor(lookup_channels(self.universe, groups[0]))
         weight, bias = self.generator(desc)  # (C, p*p*D), (D,)
         # DOFA_SCALER is applied by the projection (kernel_scale), to its output rather than here
-        return rearrange(weight, "c (pq d) -> 1 (c pq) d", d=self.dim), rearrange(bias, "d -> 1 d")
+        out = rearrange(weight, "c (pq d) -> 1 (c pq) d", d=self.dim), rearrange(bias, "d -> 1 d")
+        if not torch.is_grad_enabled():
+            self._kernel_cache = {key: out}  # one band set at a time: bounded memory
+        return out
+
+    def _parameter_versions(self) -> tuple[int, ...]:
+        params = [*self.descriptor.parameters(), *self.generator.parameters()]
+        return tuple(p._version for p in params) + tuple(p.data_ptr() for p in params[:1])
