@@ -287,11 +287,12 @@ USAGE = """usage: spectravlm {fit,validate,test,predict} --config CONFIG.yaml [-
 Run `spectravlm fit -h` or `spectravlm data -h` for details."""
 
 
-def lightning_cli(args: Sequence[str], run: bool = True) -> Any:
+def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
     """Build (and with ``run``, execute) the LightningCLI of ``spectravlm fit|validate|test|predict``.
 
     Args:
-        args: command-line arguments after ``spectravlm`` (with ``run``, starting with the subcommand).
+        args: command-line arguments after ``spectravlm`` (with ``run``, starting with the subcommand);
+            ``None``: ``sys.argv[1:]``.
         run: run the subcommand; ``False`` parses and instantiates only (for tests and notebooks).
 
     Returns:
@@ -325,7 +326,7 @@ def lightning_cli(args: Sequence[str], run: bool = True) -> Any:
         BaseTask,
         CubeDataModule,
         subclass_mode_model=True,
-        args=list(args),
+        args=None if args is None else list(args),
         run=run,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
@@ -356,6 +357,7 @@ def export_main(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spectravlm`` console script."""
+    from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -364,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[0] == "data":
             return data_main(argv[1:])
         if argv[0] in TRAINING_COMMANDS:
-            lightning_cli(argv)
+            lightning_cli(None if from_sys else argv)
             return 0
         if argv[0] == "export":
             return export_main(argv[1:])

@@ -24,6 +24,7 @@ checkpoint loads from its ``hyper_parameters`` alone). What :class:`BaseTask` ad
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -34,6 +35,11 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from spectravlm.errors import DataConfigError, ModelConfigError
+
+# BaseTask overrides ``on_before_batch_transfer`` on purpose (to reseed before the data module's
+# on-device augmentation, see the module docstring); the data module does not define that hook, so
+# Lightning's warning about the module's hook being used instead of the data module's says nothing.
+warnings.filterwarnings("ignore", message=r"You have overridden `on_before_batch_transfer`")
 
 
 def step_seed(*keys: int) -> int:

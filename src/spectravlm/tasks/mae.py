@@ -96,6 +96,8 @@ class MAEOutput:
     Attributes:
         loss: total loss (reconstruction + weighted contrastive).
         reconstruction_loss: MSE over hidden tokens' valid pixels (normalised units).
+        baseline_loss: the same MSE for a constant prediction of 0, the band mean of the normalisation
+            statistics: a reference the reconstruction must beat to have learned anything.
         contrastive_loss: cross-modal InfoNCE, or ``None`` when not used.
         streams: per sensor stream, its :class:`StreamReconstruction`.
         visible_tokens: ``K``, the length of the sequence the encoder ran on.
@@ -105,6 +107,7 @@ class MAEOutput:
 
     loss: Tensor
     reconstruction_loss: Tensor
+    baseline_loss: Tensor
     contrastive_loss: Tensor | None
     streams: dict[str, StreamReconstruction]
     visible_tokens: int
@@ -312,6 +315,7 @@ class MaskedAutoencoder(nn.Module):
         any_hidden = bool(hidden.any()) or any(bool(h.any()) for h in hidden_ch.values())
         streams: dict[str, StreamReconstruction] = {}
         sq_sum = x.new_zeros(())
+        zero_sum = x.new_zeros(())
         count = x.new_zeros(())
         for g, tok in tokens.items():
             s0, s1 = spans[g]
@@ -335,6 +339,7 @@ class MaskedAutoencoder(nn.Module):
                 token_weight.unsqueeze(-1).float() * repeat(pix, "b n pq -> b n (pq c)", c=n_bands) * chan
             )
             sq_sum = sq_sum + (weight * (pred.float() - tgt.float()) ** 2).sum()
+            zero_sum = zero_sum + (weight * tgt.float() ** 2).sum().detach()
             count = count + weight.sum()
             streams[g] = StreamReconstruction(
                 target=target,
@@ -357,6 +362,7 @@ class MaskedAutoencoder(nn.Module):
         return MAEOutput(
             loss=loss,
             reconstruction_loss=recon,
+            baseline_loss=zero_sum / count.detach().clamp_min(1.0),
             contrastive_loss=contrastive,
             streams=streams,
             visible_tokens=int(enc_tokens.shape[1]),

@@ -245,6 +245,7 @@ class PretrainTask(BaseTask):
         sync = stage != "train"
         self.log(f"{stage}/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=sync)
         self.log(f"{stage}/reconstruction_loss", out.reconstruction_loss, batch_size=n, sync_dist=sync)
+        self.log(f"{stage}/baseline_loss", out.baseline_loss, batch_size=n, sync_dist=sync)
         if out.contrastive_loss is not None:
             self.log(f"{stage}/contrastive_loss", out.contrastive_loss, batch_size=n, sync_dist=sync)
         self.log(f"{stage}/visible_share", out.visible_tokens / max(1, out.total_tokens), batch_size=n)
