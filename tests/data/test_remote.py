@@ -24,7 +24,7 @@ class _Handler(SimpleHTTPRequestHandler):
         srv = self.server
         with srv.lock:  # type: ignore[attr-defined]
             srv.requests.append(self.path)  # type: ignore[attr-defined]
-            fail = "/c/" in self.path and srv.fail_budget > 0  # type: ignore[attr-defined]
+            fail = "/c." in self.path and srv.fail_budget > 0  # type: ignore[attr-defined]
             if fail:
                 srv.fail_budget -= 1  # type: ignore[attr-defined]
                 srv.failed += 1  # type: ignore[attr-defined]
@@ -75,7 +75,7 @@ def test_http_store_reads_like_the_local_one(served):
     for i in (0, 5, 15):
         _same(remote_ds[i], local_ds[i])
     assert len(server.requests) > before  # the chunks really came over HTTP
-    assert any("/s2/data/c/" in p for p in server.requests)
+    assert any("/s2/data/c." in p for p in server.requests)
 
 
 def test_http_store_in_forked_workers(served):
@@ -114,7 +114,7 @@ def test_transient_errors_are_retried_then_reported(served):
     assert server.failed == 2
     with server.lock:
         server.fail_budget, server.failed = 10_000, 0
-    with pytest.raises(StoreReadError, match=rf"{url}/s2/(data|cloud)/c/\d+/.*after 3 attempt\(s\).*503"):
+    with pytest.raises(StoreReadError, match=rf"{url}/s2/(data|cloud)/c\.\d+\..*after 3 attempt\(s\).*503"):
         flaky[0]
     with server.lock:
         server.fail_budget = 0
@@ -134,7 +134,7 @@ def test_missing_chunk_object_reads_as_fill_value(served, tmp_path):
     ds = CubeDataset([url], groups=["s1"], window_size=256, empty_windows="mask")
     ref = ds[0]["s1"].values.clone()
     assert (ref != -9999).all()
-    chunk = local / "s1" / "data" / "c" / "3" / "0" / "0" / "0"
+    chunk = local / "s1" / "data" / "c.3.0.0.0"
     saved = chunk.read_bytes()
     chunk.unlink()
     try:

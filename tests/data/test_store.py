@@ -183,7 +183,7 @@ def test_newer_format_version_refused(tmp_path):
 def test_corrupt_chunk_named(tmp_path):
     path = tmp_path / "s.zarr"
     ingest_arrays(path, "s2", _cube())
-    chunk = next(p for p in (path / "s2" / "data" / "c").rglob("*") if p.is_file())
+    chunk = next((path / "s2" / "data").glob("c.*"))
     chunk.write_bytes(b"\x02\x01garbage" * 10)
     group = CubeStore.open(path)["s2"]
     with pytest.raises(StoreCorruptError, match=r"s2/data"):

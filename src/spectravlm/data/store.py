@@ -60,7 +60,10 @@ CHUNK_XY = 256
 
 TIME_UNITS = "seconds since 1970-01-01T00:00:00"
 TARGETS_GROUP = "targets"
-_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+_COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+# Chunk keys "c.0.0.0.0" in the array's folder instead of nested "c/0/0/0/0" folders: on local disks,
+# creating and deleting hundreds of folders cost more than the data itself (see docs/store-format.md).
+_CHUNK_KEYS: dict[str, Any] = {"name": "default", "separator": "."}
 
 
 @dataclass(frozen=True)
@@ -541,6 +544,7 @@ class StoreTransaction:
             dtype=data.dtype,
             fill_value=fill,
             compressors=_COMPRESSOR,
+            chunk_key_encoding=_CHUNK_KEYS,
             dimension_names=("time", "band", "y", "x"),
             attributes=arr_attrs,
         )
@@ -553,6 +557,7 @@ class StoreTransaction:
                 dtype="uint8",
                 fill_value=0,
                 compressors=_COMPRESSOR,
+                chunk_key_encoding=_CHUNK_KEYS,
                 dimension_names=("time", "y", "x"),
                 attributes={
                     "long_name": "cloud probability",
@@ -643,6 +648,7 @@ class StoreTransaction:
             dtype="float32",
             fill_value=np.nan,
             compressors=_COMPRESSOR,
+            chunk_key_encoding=_CHUNK_KEYS,
             dimension_names=("y", "x"),
             attributes={"units": units, "long_name": long_name or name, "coordinates": "spatial_ref"},
         )
