@@ -130,6 +130,7 @@ def run_ours(store: Path, group: str, workers: int, epochs: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
+    from spectravlm.data.batchpool import LeasedStack
     from spectravlm.data.datamodule import _worker_init
     from spectravlm.data.dataset import CubeDataset
     from spectravlm.data.windows import WindowSampler
@@ -157,6 +158,8 @@ def run_ours(store: Path, group: str, workers: int, epochs: int) -> dict:
         for b in loader:
             n += b[group].values.shape[0]
             assert b[group].values.dtype in (torch.uint16, torch.float32)
+            if isinstance(b, LeasedStack):  # done with it, as CubeDataModule.transform would be
+                b.release()
     return {"windows": n, "seconds": time.perf_counter() - t0}
 
 
@@ -298,6 +301,7 @@ def _sub(args: list[str], env: dict[str, str] | None = None) -> dict:
 
 
 def main() -> None:
+    global WINDOW
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", default=None)
     p.add_argument("--group", default="s2")
@@ -305,9 +309,12 @@ def main() -> None:
     p.add_argument("--sampler", default="random")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--window", type=int, default=WINDOW)
+    p.add_argument("--core-windows", default="256", help="extra window sizes for ceiling/ours/zarr only")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "spectravlm-bench-loader"))
     a = p.parse_args()
+    WINDOW = a.window
     _setup_threads()
     workdir = Path(a.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -325,20 +332,26 @@ def main() -> None:
         return
 
     rows: list[dict] = []
-    for group in ("s2", "s1"):
+    for group, window in [
+        (g, w) for g in ("s2", "s1") for w in (a.window, *map(int, a.core_windows.split(",")))
+    ]:
+        WINDOW = window
         t, data_b, cloud_b, payload = _chunk_bytes(store, group)
         decoded = t * (data_b + cloud_b)  # per aligned window: one data (+ cloud) chunk per date
-        common = ["--group", group, "--epochs", str(a.epochs), "--size", str(a.size)]
+        common = ["--group", group, "--epochs", str(a.epochs), "--size", str(a.size), "--window", str(window)]
+        key = f"{group}, {window} px"
 
-        def add(label: str, rate: float, dec: int, group: str = group, payload: int = payload) -> None:
-            rows.append({"group": group, "method": label, "win_s": rate, "payload": payload, "decoded": dec})
-            print(f"{group} {label}: {rate:.1f} windows/s", file=sys.stderr, flush=True)
+        def add(label: str, rate: float, dec: int, key: str = key, payload: int = payload) -> None:
+            rows.append({"group": key, "method": label, "win_s": rate, "payload": payload, "decoded": dec})
+            print(f"{key} {label}: {rate:.1f} windows/s", file=sys.stderr, flush=True)
 
         core = _sub(["--method", "core", "--repeats", str(a.repeats), *common])
         add("ceiling, 2 threads", core["ceiling"], decoded)
         add("ours, 2 workers", core["ours2"], decoded)
         add("ours, 0 workers", core["ours0"], decoded)
         add("plain zarr loop", core["zarr"], decoded)
+        if window != a.window:
+            continue
         for kind in ("random", "grid"):
             for workers in (0, 2) if group == "s2" else (2,):
                 for cache in ("16", None):
@@ -351,9 +364,9 @@ def main() -> None:
                         r["windows"] / r["seconds"],
                         0,
                     )
-    print(f"\nload average after the run: {os.getloadavg()}; 2 vCPU; window {WINDOW} px, batch {BATCH}\n")
+    print(f"\nload average after the run: {os.getloadavg()}; 2 vCPU; batch {BATCH}\n")
     print(
-        "| group | method | windows/s | payload MB/s | decoded MB/s | vs ceiling | ours (2 workers) / this |"
+        "| group, window | method | windows/s | payload MB/s | decoded MB/s | vs ceiling | ours (2 w)/this |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:

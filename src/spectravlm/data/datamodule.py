@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import lightning as L
 import numcodecs
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from spectravlm.data.augment import SpatialAugment
+from spectravlm.data.batchpool import LeasedStack
 from spectravlm.data.dataset import CubeDataset, EmptyWindows, MissingDates
 from spectravlm.data.normalize import Normalizer, SarUnits, group_norms
 from spectravlm.data.windows import SPLITS, WindowSampler, dist_rank_world, split_windows
@@ -45,6 +48,19 @@ def _worker_init(_: int) -> None:
     numcodecs.blosc.set_nthreads(1)
 
 
+def _own_copy(out: SensorStack, raw: SensorStack) -> SensorStack:
+    """``out`` as a plain stack whose tensors share no memory with ``raw`` (cloning those that do)."""
+    pooled = {t.data_ptr() for s in raw.series.values() for t in (s.values, s.valid)}
+    pooled |= {t.data_ptr() for t in raw.targets.values()}
+
+    def own(t: Tensor) -> Tensor:
+        return t.clone() if t.data_ptr() in pooled else t
+
+    series = {k: replace(s, values=own(s.values), valid=own(s.valid)) for k, s in out.series.items()}
+    targets = {k: own(v) for k, v in out.targets.items()}
+    return SensorStack(series=series, targets=targets, origin=out.origin, index=out.index)
+
+
 class _AugmentingCollate:
     """Collate, then augment (for ``augment_on="worker"``); a class so that it pickles for workers."""
 
@@ -52,7 +68,12 @@ class _AugmentingCollate:
         self.augment = augment
 
     def __call__(self, samples: Sequence[SensorStack]) -> SensorStack:
-        return self.augment(collate_stacks(samples))
+        raw = collate_stacks(samples)
+        out = self.augment(raw)
+        if isinstance(raw, LeasedStack):  # the augmented copy is all that travels on: free the slot now
+            out = _own_copy(out, raw)
+            raw.release()
+        return out
 
 
 class CubeDataModule(L.LightningDataModule):
@@ -234,12 +255,20 @@ class CubeDataModule(L.LightningDataModule):
     # -- on the device -----------------------------------------------------------------------------
 
     def transform(self, batch: SensorStack, train: bool) -> SensorStack:
-        """Device-side steps: augmentation (``train`` and ``augment_on="device"``), then normalisation."""
+        """Device-side steps: augmentation (``train`` and ``augment_on="device"``), then normalisation.
+
+        A raw batch still in a worker's shared-memory slot (:class:`LeasedStack`) is released once these
+        steps made new tensors from it: keep the returned batch, not the one passed in.
+        """
+        out = batch
         if train and self.augmenter is not None and self.augment_on == "device":
-            batch = self.augmenter(batch)
+            out = self.augmenter(out)
         if self.normalizer is not None:
-            batch = self.normalizer(batch)
-        return batch
+            out = self.normalizer(out)
+        if out is not batch and isinstance(batch, LeasedStack):
+            out = _own_copy(out, batch)
+            batch.release()
+        return out
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Lightning hook: :meth:`transform` on the device, once per batch."""

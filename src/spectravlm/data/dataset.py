@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spectravlm.data.batchpool import BatchPool, LeasedStack
 from spectravlm.data.reader import ChunkSource, WindowReader, is_transient
 from spectravlm.data.stats import valid_pixels
 from spectravlm.data.store import CubeStore, Grid
@@ -145,15 +146,6 @@ def _torch_dtype(dtype: np.dtype[Any]) -> torch.dtype:
     return torch.from_numpy(np.zeros(0, dtype)).dtype
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
-    """Make an uninitialised tensor, in shared memory when ``shared`` (as torch's collate does in workers)."""
-    if not shared:
-        return torch.empty(shape, dtype=dtype)
-    numel = int(np.prod(shape))
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
-    return torch.empty(0, dtype=dtype).new(storage).view(shape)
-
-
 def _pixel_size(grid: Grid) -> tuple[float, float] | None:
     if grid.crs_wkt is None:
         return None
@@ -180,6 +172,7 @@ class CubeDataset(Dataset[SensorStack]):
         retries: extra attempts for transient remote read errors.
         retry_backoff_s: first wait before a retry (doubles on each further attempt).
         direct_decode: decode chunks with numcodecs where possible (``False``: always zarr).
+        pool_slots: reusable shared-memory batches per DataLoader worker (0: a fresh one per batch).
 
     """
 
@@ -200,6 +193,7 @@ class CubeDataset(Dataset[SensorStack]):
         retries: int = 3,
         retry_backoff_s: float = 0.2,
         direct_decode: bool = True,
+        pool_slots: int = 8,
     ) -> None:
         if missing_dates not in ("mask", "skip", "sample"):
             raise DataConfigError(f"missing_dates must be 'mask', 'skip' or 'sample', got {missing_dates!r}")
@@ -220,6 +214,8 @@ class CubeDataset(Dataset[SensorStack]):
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self.direct_decode = direct_decode
+        self.pool_slots = pool_slots
+        self._pool = BatchPool(max(pool_slots, 1))
         self._cloud_threshold = cloud_threshold
         self.groups: dict[str, GroupInfo] = {}
         self.regions = [self._inspect(i, paths) for i, paths in enumerate(self.regions_paths)]
@@ -360,11 +356,13 @@ class CubeDataset(Dataset[SensorStack]):
             self._target_readers.append(
                 {t: self._reader(stores[i].targets[t], sources[i]) for t, i in region.targets.items()}
             )
+        self._pool = BatchPool(max(self.pool_slots, 1))  # slots belong to one process
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_pid"], state["_readers"], state["_target_readers"] = None, [], []
+        state["_pool"] = BatchPool(max(self.pool_slots, 1))
         return state
 
     # -- reading -----------------------------------------------------------------------------------
@@ -460,17 +458,27 @@ class CubeDataset(Dataset[SensorStack]):
         The windows are decoded straight into the batch tensors, which live in shared memory inside a
         DataLoader worker, so a batch crosses to the main process without another copy. (Per-sample
         tensors concatenated by a collate function, then copied into shared memory, cost three fresh
-        buffers and two copies per byte; on the S1 benchmark group that halved the throughput.)
+        buffers and two copies per byte; on the S1 benchmark group that halved the throughput.) In a
+        worker the buffers come from a :class:`~spectravlm.data.batchpool.BatchPool` and the batch is a
+        :class:`~spectravlm.data.batchpool.LeasedStack`: release it when done (``CubeDataModule`` does).
         """
         self._ensure_open()
         b, s = len(indices), self.window_size
-        shared = torch.utils.data.get_worker_info() is not None
+        pool = self._pool if torch.utils.data.get_worker_info() is not None else None
+        lease = None if pool is None or self.pool_slots == 0 else pool.acquire()
+        slot = None if lease is None else lease[0]
+
+        def _empty(key: tuple[Any, ...], shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+            if pool is None:
+                return torch.empty(shape, dtype=dtype)
+            return pool.tensor(slot, key, shape, dtype)
+
         wins = [None if i == PAD_INDEX else self.windows[i] for i in indices]
         series = {}
         for name, info in self.groups.items():
             n, c = self._steps(name), len(info.bands)
-            values = _empty((b, n, c, s, s), _torch_dtype(info.dtype), shared)
-            valid = _empty((b, n, s, s), torch.bool, shared)
+            values = _empty(("values", name), (b, n, c, s, s), _torch_dtype(info.dtype))
+            valid = _empty(("valid", name), (b, n, s, s), torch.bool)
             times = torch.zeros((b, n), dtype=torch.int64)
             v_np, m_np, t_np = values.numpy(), valid.numpy(), times.numpy()
             for k, w in enumerate(wins):
@@ -498,7 +506,7 @@ class CubeDataset(Dataset[SensorStack]):
             )
         targets = {}
         for name in self.target_names:
-            tgt = _empty((b, s, s), torch.float32, shared)
+            tgt = _empty(("target", name), (b, s, s), torch.float32)
             t_np = tgt.numpy()
             for k, w in enumerate(wins):
                 if w is None:
@@ -508,7 +516,17 @@ class CubeDataset(Dataset[SensorStack]):
             targets[name] = tgt
         origin = torch.tensor([[-1, -1] if w is None else [w.row, w.col] for w in wins], dtype=torch.int64)
         index = torch.tensor([int(i) for i in indices], dtype=torch.int64)
-        return SensorStack(series=series, targets=targets, origin=origin.view(b, 2), index=index)
+        if lease is None:
+            return SensorStack(series=series, targets=targets, origin=origin.view(b, 2), index=index)
+        return LeasedStack(
+            series=series,
+            targets=targets,
+            origin=origin.view(b, 2),
+            index=index,
+            lease=pool.flags if pool is not None else None,
+            slot=lease[0],
+            generation=lease[1],
+        )
 
     # -- statistics --------------------------------------------------------------------------------
 
