@@ -190,6 +190,9 @@ def test_lightning_fit_normalises_and_augments_on_device(store):
 
         def validation_step(self, batch, _):
             seen["val"].append((batch["s2"].units, tuple(batch["s2"].values.shape)))
+            ref = dm.normalizer(dm.datasets["val"].read_batch(batch.index.tolist()))  # read again, in-process
+            assert torch.equal(batch["s2"].values, ref["s2"].values)  # the worker's reused slot was not early
+            assert torch.equal(batch.targets["agb"], ref.targets["agb"])
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)

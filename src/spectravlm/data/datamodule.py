@@ -105,6 +105,7 @@ class CubeDataModule(L.LightningDataModule):
         pad_to_even: pad short rank shards with empty samples so every rank has as many batches.
         storage_options: fsspec options for URL stores.
         retries: extra attempts for transient remote read errors.
+        pool_slots: reusable shared-memory batches per worker (:mod:`spectravlm.data.batchpool`; 0: none).
         rank: this process's rank (default: the trainer's, else torch.distributed's, else 0).
         world_size: number of ranks (default likewise).
 
@@ -136,6 +137,7 @@ class CubeDataModule(L.LightningDataModule):
         pad_to_even: bool = True,
         storage_options: dict[str, Any] | None = None,
         retries: int = 3,
+        pool_slots: int = 8,
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
@@ -172,6 +174,7 @@ class CubeDataModule(L.LightningDataModule):
         self.pad_to_even = pad_to_even
         self.storage_options = storage_options
         self.retries = retries
+        self.pool_slots = pool_slots
         self._rank, self._world_size = rank, world_size
         self.augmenter = SpatialAugment(crop_size=crop_size) if augment else None
         self.datasets: dict[str, CubeDataset] = {}
@@ -194,6 +197,7 @@ class CubeDataModule(L.LightningDataModule):
             windows=windows,
             storage_options=self.storage_options,
             retries=self.retries,
+            pool_slots=self.pool_slots,
         )
 
     def setup(self, stage: str | None = None) -> None:
