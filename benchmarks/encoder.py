@@ -10,7 +10,7 @@ machines are shared, also the minimum (the least disturbed round).
 Ours receives the raw SensorSeries (reflectance x 1e4) and normalises it inside the step; the peers
 receive an already normalised tensor. The tokenizer share is the forward+backward time of our
 tokenizer stage alone (normalisation, wavelength-conditioned kernel generation, patch projection,
-position/sensor embedding, mean-square loss on its tokens) over the full forward+backward step.
+position/sensor embedding; backward from the sum of its tokens) over the full forward+backward step.
 
 Run from the project root:  flock /tmp/spectravlm-bench.lock python benchmarks/encoder.py
 """
@@ -99,7 +99,7 @@ def main() -> None:
         ours.train()
 
         def step() -> None:
-            total = sum(ours.embed(t).square().mean() for t in ours.tokenize(series).values())
+            total = sum(ours.embed(t).sum() for t in ours.tokenize(series).values())
             total.backward()  # type: ignore[union-attr]
             ours.zero_grad(set_to_none=True)
 

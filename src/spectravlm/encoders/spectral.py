@@ -170,6 +170,7 @@ class SpectralEncoder(PretrainedMixin):
             ]
         )
         self.norm = nn.LayerNorm(config.dim, eps=1e-6)
+        self._pos_cache: dict[tuple[object, ...], Tensor] = {}
         self.apply(_init_linear)
 
     @property
@@ -195,9 +196,15 @@ class SpectralEncoder(PretrainedMixin):
 
     def embed(self, tokens: Tokens) -> Tensor:
         """Add patch position and sensor embeddings to tokenizer output: ``[B,N,D]``."""
-        c = tokens.coords
-        pos = grid_embedding(c.row[0], c.col[0], self.dim).to(tokens.tokens.dtype)
-        return tokens.tokens + pos + self.sensor_embed(c.sensor[0])
+        x = tokens.tokens
+        key = (tokens.grid.dates, tokens.grid.groups, tokens.grid.rows, tokens.grid.cols, x.device, x.dtype)
+        pos = self._pos_cache.get(key)
+        if pos is None:  # fixed sine/cosine table of this layout: computed once, no parameters
+            c = tokens.coords
+            pos = grid_embedding(c.row[0], c.col[0], self.dim).to(x.dtype)
+            self._pos_cache[key] = pos
+        sensor = self.sensor_embed.weight[self.config.sensors.index(tokens.sensor)]
+        return x + (pos + sensor)  # (B, N, D) + (N, D): one pass over the tokens
 
     def blocks_forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """Run the blocks and the final norm on ``x [B,N,D]`` with mask ``[B,N]`` (None = all valid)."""

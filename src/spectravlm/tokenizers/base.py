@@ -78,6 +78,7 @@ class PatchTokenizer(nn.Module):
         self.universe: tuple[Channel, ...] = channel_universe(self.sensors)
         self.key_index = {c.key: i for i, c in enumerate(self.universe)}
         self.descriptor = ChannelDescriptor(descriptor_dim)
+        self._coord_cache: dict[tuple[object, ...], tuple[Tensor, ...]] = {}
         self.orbit_embed = nn.Embedding(len(ORBITS), dim)
         nn.init.normal_(self.orbit_embed.weight, std=0.02)
 
@@ -134,7 +135,7 @@ class PatchTokenizer(nn.Module):
 
         weight, bias = self.kernels(slots, present)  # (G, S*p*p, D), (G, D) | None
         tokens = self._project(values, index.flatten(), weight, bias)
-        if not image.finite_checked and not bool(torch.isfinite(tokens).all()):
+        if not image.finite_checked and not _finite(tokens):
             values, valid = mask_invalid(values, valid)  # NaN/inf pixels -> invalid, zeroed
             tokens = self._project(values, index.flatten(), weight, bias)
 
@@ -208,32 +209,40 @@ class PatchTokenizer(nn.Module):
     ) -> TokenCoords:
         device = image.values.device
         b = image.values.shape[0]
-        t_idx, g_idx, r_idx, c_idx = torch.meshgrid(
-            torch.arange(grid.dates, device=device),
-            torch.arange(grid.groups, device=device),
-            torch.arange(grid.rows, device=device),
-            torch.arange(grid.cols, device=device),
-            indexing="ij",
-        )
-        by_key = {c.key: c for c in self.universe}
-        nm = torch.tensor(
-            [_mean_wavelength([by_key[k] for k in g]) for g in groups], device=device, dtype=torch.float32
-        )
+        key = (grid.dates, grid.groups, grid.rows, grid.cols, groups, device)
+        if key not in self._coord_cache:  # per-layout index tables, built once
+            t_idx, g_idx, r_idx, c_idx = torch.meshgrid(
+                torch.arange(grid.dates, device=device),
+                torch.arange(grid.groups, device=device),
+                torch.arange(grid.rows, device=device),
+                torch.arange(grid.cols, device=device),
+                indexing="ij",
+            )
+            by_key = {c.key: c for c in self.universe}
+            nm = torch.tensor([_mean_wavelength([by_key[k] for k in g]) for g in groups], device=device)
+            self._coord_cache[key] = tuple(x.flatten() for x in (t_idx, g_idx, nm[g_idx], r_idx, c_idx))
+        t_idx, g_idx, nm_idx, r_idx, c_idx = self._coord_cache[key]
         time = repeat(image.times.to(device), "b t -> b (t g h w)", g=grid.groups, h=grid.rows, w=grid.cols)
         sensor = torch.full((b, grid.size), self.sensors.index(image.sensor), device=device, dtype=torch.long)
-
-        def flat(idx: Tensor) -> Tensor:
-            return repeat(idx.flatten(), "n -> b n", b=b)
-
         return TokenCoords(
-            t=flat(t_idx),
+            t=t_idx.expand(b, -1),
             time=time,
-            group=flat(g_idx),
-            spectral_nm=flat(nm[g_idx]),
-            row=flat(r_idx),
-            col=flat(c_idx),
+            group=g_idx.expand(b, -1),
+            spectral_nm=nm_idx.expand(b, -1),
+            row=r_idx.expand(b, -1),
+            col=c_idx.expand(b, -1),
             sensor=sensor,
         )
+
+
+def _finite(x: Tensor) -> bool:
+    """Whether every value of ``x`` is finite, from its sum (one reduction, no boolean copy).
+
+    A NaN or inf anywhere makes the sum non-finite; a finite tensor whose sum overflows reads as
+    non-finite too, which only costs the caller a (correct) slow path.
+    """
+    with torch.no_grad():
+        return bool(torch.isfinite(x.sum()))
 
 
 def _mean_wavelength(channels: Sequence[Channel]) -> float:

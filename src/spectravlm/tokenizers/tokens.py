@@ -21,6 +21,8 @@ from torch import Tensor
 class TokenCoords:
     """Where each token comes from; every field is ``[B,N]``.
 
+    Fields may be broadcast views of shared per-layout tables: read them, do not write into them.
+
     Attributes:
         t: index of the token's date in its series (``T`` axis).
         time: acquisition date, int64 days since 1970-01-01 (0 where the date is padding).
