@@ -171,3 +171,17 @@ def test_inference_kernel_cache_follows_parameter_updates() -> None:
         b = tok(img).tokens
     assert not torch.allclose(a, b)
     torch.testing.assert_close(tok(img).tokens, b)  # with autograd: no cache, same result
+
+
+def test_pruned_generator_equals_torchgeo_generator() -> None:
+    from spectravlm.tokenizers.wavelength import generate_kernels
+
+    tok = _tokenizers()[0].train()
+    desc = torch.randn(7, 32, requires_grad=True)
+    w_ref, b_ref = tok.generator(desc)
+    w, b = generate_kernels(tok.generator, desc)
+    torch.testing.assert_close(w, w_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b, b_ref, rtol=1e-4, atol=1e-5)
+    (g_ref,) = torch.autograd.grad(w_ref.sum() + b_ref.sum(), desc)
+    (g,) = torch.autograd.grad(w.sum() + b.sum(), desc)
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-4)
