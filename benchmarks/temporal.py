@@ -6,9 +6,10 @@ Run from the project root (venv active), under the shared benchmark lock:
 
 Setup (the same for every encoder): batch B = 8 samples, N = 64 locations per date (an 8 x 8 token grid,
 e.g. a 128 px window in 16 px patches), width D = 128, all dates valid (TorchGeo's L-TAE takes no mask),
-fp32, 2 threads, eval mode for forward, train mode (dropout 0) for forward+backward. For each T all five
-encoders are built in this one process; their calls are timed round-robin (A B C D E A B C ...), so that
-load from other processes on the shared machine falls on all of them alike, and the median is reported.
+fp32, 2 threads, eval mode for forward, train mode (dropout 0) for forward+backward. All five encoders at
+all three T are built in this one process and their calls are timed round-robin (every (encoder, T) once
+per round), so that load from other processes on the shared machine falls on all of them alike; the
+median and the fastest call are reported.
 
 * ``torchgeo_ltae``: ``torchgeo.models.LTAE(in_channels=128, d_model=128, n_head=16, n_neurons=(128, 128),
   len_max_seq=T, dropout=0)`` on ``[B*N, T, 128]`` (it needs ``len_max_seq == T``; it is rebuilt per T).
@@ -100,24 +101,25 @@ def _peak_mib(fn: Callable[[], object]) -> float:
     return _hwm_mib() - before
 
 
-def measure_times(t: int, rounds_fwd: int, rounds_step: int) -> dict[str, dict[str, float]]:
-    """All encoders at one T, timed round-robin (load from other processes falls on all alike)."""
-    models = {name: build(name, t) for name in ENCODERS}
-    fwds = {name: call(name, m, t) for name, m in models.items()}
-    rows: dict[str, dict[str, float]] = {name: {} for name in ENCODERS}
+def measure_times(rounds_fwd: int, rounds_step: int) -> dict[tuple[str, int], dict[str, float]]:
+    """Every (encoder, T) timed round-robin, so that load from other processes falls on all alike."""
+    keys = [(name, t) for t in TS for name in ENCODERS]
+    models = {k: build(*k) for k in keys}
+    fwds = {k: call(k[0], m, k[1]) for k, m in models.items()}
+    rows: dict[tuple[str, int], dict[str, float]] = {k: {} for k in keys}
     for mode, rounds in (("fwd", rounds_fwd), ("step", rounds_step)):
         for m in models.values():
             m.train(mode == "step")
-        samples: dict[str, list[float]] = {name: [] for name in ENCODERS}
+        samples: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
         for i in range(rounds + 2):  # the first two rounds warm up
-            for name in ENCODERS:
+            for k in keys:
                 t0 = time.perf_counter()
-                _run(models[name], fwds[name], mode)
+                _run(models[k], fwds[k], mode)
                 if i >= 2:
-                    samples[name].append(time.perf_counter() - t0)
-        for name in ENCODERS:
-            rows[name][f"{mode}_s"] = statistics.median(samples[name])
-            rows[name][f"{mode}_min"] = min(samples[name])
+                    samples[k].append(time.perf_counter() - t0)
+        for k in keys:
+            rows[k][f"{mode}_s"] = statistics.median(samples[k])
+            rows[k][f"{mode}_min"] = min(samples[k])
     return rows
 
 
@@ -165,16 +167,14 @@ def main() -> None:
     )
     memory = {int(t): v for t, v in json.loads(child.stdout).items()}
     load_start = os.getloadavg()[0]
-    rows: dict[tuple[str, int], dict[str, float]] = {}
-    for t in TS:
-        for name, r in measure_times(t, args.rounds, max(5, args.rounds * 2 // 3)).items():
-            r |= memory[t][name]
-            rows[(name, t)] = r
-            print(
-                f"{name:14s} T={t:2d} fwd {1e3 * r['fwd_s']:8.2f} ms  step {1e3 * r['step_s']:8.2f} ms  "
-                f"peak fwd {r['fwd_mib']:7.1f} MiB  step {r['step_mib']:7.1f} MiB",
-                file=sys.stderr,
-            )
+    rows = measure_times(args.rounds, max(5, args.rounds * 2 // 3))
+    for (name, t), r in rows.items():
+        r |= memory[t][name]
+        print(
+            f"{name:14s} T={t:2d} fwd {1e3 * r['fwd_s']:8.2f} ms  step {1e3 * r['step_s']:8.2f} ms  "
+            f"peak fwd {r['fwd_mib']:7.1f} MiB  step {r['step_mib']:7.1f} MiB",
+            file=sys.stderr,
+        )
 
     report(rows, load_start, os.getloadavg()[0])
 
