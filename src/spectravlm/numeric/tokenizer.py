@@ -141,12 +141,14 @@ class NumericTokenizer:
         )
         self._digit_of_id = {i: ch for ch, i in self.digit_token_ids.items()}
         self._reserved = re.compile("|".join(re.escape(t) for t in new_tokens)) if new_tokens else None
-        ours = set(ids.values())
-        self._inner_special_ids = {
-            i for i, tok in self.tokenizer.added_tokens_decoder.items() if tok.special and i not in ours
-        } | (set(self.tokenizer.all_special_ids) - ours)
+        self._our_ids = set(ids.values())
 
     # ------------------------------------------------------------------ the wrapped tokenizer's facts
+    def _inner_special_ids(self) -> set[int]:
+        """Ids of the wrapped tokenizer's own special tokens (read each time: pad_token may be set later)."""
+        special = {i for i, tok in self.tokenizer.added_tokens_decoder.items() if tok.special}
+        return (special | set(self.tokenizer.all_special_ids)) - self._our_ids
+
     def __len__(self) -> int:
         """Vocabulary size including added tokens: the size to resize a model's embeddings to."""
         return len(self.tokenizer)
@@ -433,6 +435,7 @@ class NumericTokenizer:
                 f"numbers has {len(values)} values for {len(ids)} token ids; expected them aligned"
             )
         num_ids = set(self.num_token_ids)
+        skip = self._inner_special_ids() if skip_special_tokens else set()
         out_ids: list[int] = []
         rendered: list[str] = []
         pos = 0
@@ -455,7 +458,7 @@ class NumericTokenizer:
                     pos += 1
                 rendered.append("".join(chars))
             else:
-                if not (skip_special_tokens and token_id in self._inner_special_ids):
+                if token_id not in skip:
                     out_ids.append(token_id)
                 pos += 1
         text = str(self.tokenizer.decode(out_ids, skip_special_tokens=False))
