@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerFast
 
 from spectravlm.errors import NumericInputError
 from spectravlm.numeric import NUM_TOKEN, SPACE_NUM_TOKEN, NumericTokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 KINDS = ["gpt2_like", "spm_digits", "llama3_like"]
 TEXT = "B8A: mean AGB is 152.3 t/ha over 1,234 plots; VV -12.5 dB on 2021-06-15, range 10-20 m, 1.2e-3."
@@ -213,3 +214,17 @@ def test_load_needs_the_numeric_config(gpt2_like: PreTrainedTokenizerFast, tmp_p
     gpt2_like.save_pretrained(str(tmp_path))
     with pytest.raises(NumericInputError, match=r"numeric_tokenizer\.json"):
         NumericTokenizer.from_pretrained(tmp_path)
+
+
+def test_metaspace_always_puts_a_space_after_numbers() -> None:
+    """The documented limit: T5-style prepend_scheme="always" marks a word start after every added token."""
+    backend = Tokenizer(models.Unigram())
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=60, special_tokens=["<unk>"], unk_token="<unk>", initial_alphabet=list("0123456789%. abcv")
+    )
+    backend.train_from_iterator(["cover 20% and 35% of 7.5 ha"] * 4, trainer)
+    tok = NumericTokenizer(PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>"), mode="xval")
+    enc = tok("cover 20% and 35%")
+    assert tok.decode(enc["input_ids"], enc["numbers"]) == "cover 20 % and 35 %"
