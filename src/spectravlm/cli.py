@@ -355,6 +355,21 @@ def export_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _library_error(err: BaseException) -> SpectraVLMError | None:
+    """The first :class:`SpectraVLMError` in the cause/context chain of ``err``, if any."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, SpectraVLMError):
+            return e
+        todo += [e.__cause__, e.__context__]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spectravlm`` console script."""
     from_sys = argv is None
@@ -366,7 +381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[0] == "data":
             return data_main(argv[1:])
         if argv[0] in TRAINING_COMMANDS:
-            lightning_cli(None if from_sys else argv)
+            try:
+                lightning_cli(None if from_sys else argv)
+            except Exception as err:  # jsonargparse wraps errors raised while instantiating classes
+                cause = _library_error(err)
+                if cause is None:
+                    raise
+                raise cause from None
             return 0
         if argv[0] == "export":
             return export_main(argv[1:])

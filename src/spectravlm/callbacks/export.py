@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 
 
 class ExportEncoder(L.Callback):
@@ -23,9 +22,10 @@ class ExportEncoder(L.Callback):
         self.dirpath = dirpath
         self.path: Path | None = None
 
-    @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Export (rank zero only)."""
-        target = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or ".") / "encoder"
-        self.path = pl_module.export_encoder(target)  # type: ignore[operator]
-        print(f"spectravlm: encoder exported to {self.path}")
+        """Export (rank zero writes; every rank agrees on the path)."""
+        log_dir = trainer.log_dir  # on every rank: with several ranks this is a broadcast
+        target = Path(self.dirpath) if self.dirpath else Path(log_dir or ".") / "encoder"
+        if trainer.is_global_zero:
+            self.path = pl_module.export_encoder(target)  # type: ignore[operator]
+            print(f"spectravlm: encoder exported to {self.path}")

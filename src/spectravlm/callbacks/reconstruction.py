@@ -22,7 +22,6 @@ import lightning as L
 import torch
 from einops import rearrange
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from spectravlm.adapters.composites import S1_VV_VH_RATIO, S2_TRUE_COLOUR, Composite, apply_composite
@@ -95,13 +94,15 @@ class ReconstructionFigure(L.Callback):
         """Draw and log the figure (rank zero, not during the sanity check)."""
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
+        log_dir = trainer.log_dir  # on every rank: with several ranks this is a broadcast
         example = getattr(pl_module, "val_example", None)
-        if example is None:
+        if example is None or not trainer.is_global_zero:
             return
-        self._draw(trainer, pl_module, *example)
+        self._draw(trainer, pl_module, log_dir, *example)
 
-    @rank_zero_only
-    def _draw(self, trainer: L.Trainer, pl_module: Any, batch: SensorStack, out: MAEOutput) -> None:
+    def _draw(
+        self, trainer: L.Trainer, pl_module: Any, log_dir: str | None, batch: SensorStack, out: MAEOutput
+    ) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -123,8 +124,8 @@ class ReconstructionFigure(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("val/reconstruction", fig, trainer.global_step, close=False)
-        if self.save_png and trainer.log_dir is not None:
-            path = Path(trainer.log_dir) / "reconstructions" / f"epoch={trainer.current_epoch:03d}.png"
+        if self.save_png and log_dir is not None:
+            path = Path(log_dir) / "reconstructions" / f"epoch={trainer.current_epoch:03d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path, dpi=80)
             self.written.append(path)
