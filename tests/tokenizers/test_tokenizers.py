@@ -185,3 +185,13 @@ def test_pruned_generator_equals_torchgeo_generator() -> None:
     (g_ref,) = torch.autograd.grad(w_ref.sum() + b_ref.sum(), desc)
     (g,) = torch.autograd.grad(w.sum() + b.sum(), desc)
     torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bands", [BANDS, ("B8A", "B03", "B12")])
+def test_folded_normalisation_equals_normalised_input(bands: tuple[str, ...]) -> None:
+    s = _s2(bands=bands)
+    lazy, eager = prepare_optical(s), prepare_optical(s, lazy=False)
+    assert lazy.gain is not None and eager.gain is None
+    torch.testing.assert_close(lazy.normalised().values, eager.values)
+    for tok in _tokenizers():
+        torch.testing.assert_close(tok(lazy).tokens, tok(eager).tokens, rtol=1e-4, atol=1e-4)

@@ -22,6 +22,7 @@ Policies (stated once):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -121,6 +122,9 @@ class PatchTokenizer(nn.Module):
                 f"tokenizer built for sensors {', '.join(self.sensors)} got a {image.sensor} series"
             )
         channels = lookup_channels(self.universe, [c.key for c in image.channels])
+        h, w = image.values.shape[-2:]
+        if image.gain is not None and (h % self.patch_size or w % self.patch_size):
+            image = image.normalised()  # padded pixels must be 0 after normalisation
         t = image.values.shape[1]
         values, valid = self._fit_size(image.values, image.valid)
         p = self.patch_size
@@ -134,9 +138,14 @@ class PatchTokenizer(nn.Module):
         index = torch.tensor([[position.get(k, 0) for k in g] for g in slots], device=values.device)
 
         weight, bias = self.kernels(slots, present)  # (G, S*p*p, D), (G, D) | None
-        tokens = self._project(values, index.flatten(), weight, bias)
+        if image.gain is not None and image.shift is not None:
+            folded_w, folded_b = self._fold(weight, bias, image.gain, image.shift, index)
+            tokens = self._project(values, index.flatten(), folded_w, folded_b)
+        else:
+            tokens = self._project(values, index.flatten(), weight, bias)
         if not image.finite_checked and not _finite(tokens):
-            values, valid = mask_invalid(values, valid)  # NaN/inf pixels -> invalid, zeroed
+            image = replace(image, values=values, valid=valid).normalised()
+            values, valid = mask_invalid(image.values, image.valid)  # NaN/inf pixels -> invalid, zeroed
             tokens = self._project(values, index.flatten(), weight, bias)
 
         group_embed = self.group_embedding(groups)
@@ -150,6 +159,21 @@ class PatchTokenizer(nn.Module):
         mask = self._token_mask(valid, grid)
         coords = self._coords(image, channels, groups, grid)
         return Tokens(tokens, mask, coords, grid, groups, image.sensor, p)
+
+    def _fold(
+        self, weight: Tensor, bias: Tensor | None, gain: Tensor, shift: Tensor, index: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Fold per-channel normalisation ``x * gain + shift`` into kernels ``[G,S*p*p,D]`` and bias.
+
+        ``(x g + s) @ W = x @ (g W) + s @ W``: the gain scales the kernel rows of its channel, the
+        shift becomes a bias. Empty slots have zero kernels, so their (arbitrary) gain is harmless.
+        """
+        pp = self.patch_size * self.patch_size
+        rows = rearrange(index, "g s -> g s 1")
+        g_rows = rearrange(gain[rows].expand(-1, -1, pp), "g s pp -> g (s pp) 1")
+        s_rows = rearrange(shift[rows].expand(-1, -1, pp), "g s pp -> g 1 (s pp)")
+        extra = torch.bmm(s_rows, weight)[:, 0]  # (G, D)
+        return weight * g_rows, extra if bias is None else bias + extra
 
     def _project(self, values: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """Patch projection of ``values [B,T,C,H,W]`` with slot ``index`` -> tokens ``[B,(t g h w),D]``."""

@@ -16,7 +16,7 @@ finite, masks the offending pixels and tokenizes again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from einops import rearrange
@@ -47,6 +47,12 @@ class ChannelImage:
         orbit: SAR orbit direction when known.
         finite_checked: True when non-finite pixels are already marked invalid; False when the
             values may still hold NaN/inf at "valid" pixels (the tokenizer then checks).
+        gain: ``[C]``; when set (with ``shift``), ``values`` are *not yet normalised*: the normalised
+            values are ``values * gain + shift`` per channel. Tokenizers fold this affine map into
+            their patch projection instead of making a normalised copy of the image (one pass and
+            one image-sized allocation fewer); :meth:`normalised` applies it. Only used when every
+            pixel is valid (an invalid pixel must be 0 *after* normalisation).
+        shift: ``[C]``, see ``gain``.
 
     """
 
@@ -58,6 +64,17 @@ class ChannelImage:
     unit: str
     orbit: str | None = None
     finite_checked: bool = True
+    gain: Tensor | None = None
+    shift: Tensor | None = None
+
+    def normalised(self) -> ChannelImage:
+        """Return the image with ``gain``/``shift`` applied and invalid pixels zeroed (no-op if applied)."""
+        if self.gain is None or self.shift is None:
+            return self
+        gain = rearrange(self.gain, "c -> 1 1 c 1 1")
+        shift = rearrange(self.shift, "c -> 1 1 c 1 1")
+        values, valid = mask_invalid(torch.addcmul(shift, self.values, gain), self.valid, check_finite=False)
+        return replace(self, values=values, valid=valid, gain=None, shift=None)
 
     def __post_init__(self) -> None:
         if self.values.ndim != 5 or self.values.shape[2] != len(self.channels):
@@ -107,11 +124,14 @@ def normalisation_stats(sensor: str, bands: tuple[str, ...]) -> tuple[Tensor, Te
     return torch.tensor(means), torch.tensor(stds)
 
 
-def prepare_optical(series: SensorSeries) -> ChannelImage:
+def prepare_optical(series: SensorSeries, lazy: bool = True) -> ChannelImage:
     """Normalise an optical series with the catalogue's default statistics.
 
     ``series.units`` selects the conversion: ``raw`` (reflectance x 1e4, the catalogue's stored
     unit), ``reflectance`` (0-1, multiplied by 1e4 first) or ``normalised`` (used as given).
+    With ``lazy`` and every pixel valid, the normalisation is returned as ``gain``/``shift`` for
+    the tokenizer to fold into its projection (see :class:`ChannelImage`); the values then are
+    the input as float.
 
     Raises:
         ModelConfigError: a SAR series, or units that are not one of the above.
@@ -128,10 +148,19 @@ def prepare_optical(series: SensorSeries) -> ChannelImage:
                 f"{', '.join([*_OPTICAL_SCALE, 'normalised'])}"
             )
         mean, std = normalisation_stats(sensor.name, series.bands)
-        gain = rearrange(_OPTICAL_SCALE[series.units] / std, "c -> 1 1 c 1 1").to(x.device)
-        shift = rearrange(-mean / std, "c -> 1 1 c 1 1").to(x.device)
-        x = torch.addcmul(shift, x, gain)  # (x * scale - mean) / std in one pass
-    values, valid = mask_invalid(x, series.valid, check_finite=False)  # NaN: found by the tokenizer
+        image = ChannelImage(
+            sensor=sensor.name,
+            channels=sensor_channels(sensor.name, series.bands),
+            values=x,
+            times=series.times,
+            valid=series.valid,
+            unit="reflectance*1e4",
+            finite_checked=False,  # NaN/inf: found by the tokenizer from its output
+            gain=(_OPTICAL_SCALE[series.units] / std).to(x.device),  # (x * scale - mean) / std
+            shift=(-mean / std).to(x.device),
+        )
+        return image if lazy and bool(series.valid.all()) else image.normalised()
+    values, valid = mask_invalid(x, series.valid, check_finite=False)
     return ChannelImage(
         sensor=sensor.name,
         channels=sensor_channels(sensor.name, series.bands),
