@@ -15,8 +15,8 @@ the page cache (warm cache), median over ``--reps`` repetitions:
 * ``ingest_biomassters``: the library ingest into a new store (reads, stacks, checks, encodes the chunks with
   blosc-zstd, writes to a hidden temporary directory, consolidates metadata, renames), no stats pass.
 * ``store_write``: only the write half: the same arrays, already in memory, through StoreTransaction.
-* ``blosc_encode`` (the encode ceiling): numcodecs Blosc zstd level 3 with byte shuffle (the store's codec
-  settings, blosc's default 2 threads here, as zarr uses them) over the same chunks, no file system.
+* ``blosc_encode`` (the encode ceiling): numcodecs Blosc zstd with byte shuffle at the store's codec
+  settings (level 1, blosc's default 2 threads here, as zarr uses them) over the same chunks, no file system.
 * ``ingest+stats``: what ``spectravlm data ingest biomassters`` does by default (ingest, then the stats pass).
 
 Every timed call writes a new store path (a fresh ingest); the stores are deleted outside the timed region,
@@ -46,7 +46,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from spectravlm.data.ingest import ingest_biomassters
 from spectravlm.data.ingest.biomassters import S1_NODATA, S2_BANDS, month_dates
 from spectravlm.data.stats import compute_stats
-from spectravlm.data.store import Grid, SensorCube, StoreTransaction
+from spectravlm.data.store import _COMPRESSOR, Grid, SensorCube, StoreTransaction
 
 CHIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "biomassters" / "0060c0a5"
 
@@ -104,7 +104,10 @@ def store_write(arrays: dict[str, np.ndarray], path: Path) -> None:
 
 def blosc_encode(arrays: dict[str, np.ndarray]) -> int:
     """Encode the chunks the store writes: (1, C, 256, 256) per date and group, and the AGB tile."""
-    codec = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+    # the store's own codec settings (spectravlm.data.store._COMPRESSOR)
+    codec = numcodecs.Blosc(
+        cname=_COMPRESSOR.cname.value, clevel=_COMPRESSOR.clevel, shuffle=numcodecs.Blosc.SHUFFLE
+    )
     chunks = [np.ascontiguousarray(arrays["s2"][t, :10]) for t in range(12)]
     chunks += [np.minimum(arrays["s2"][t, 10], 100).astype(np.uint8) for t in range(12)]
     chunks += [
