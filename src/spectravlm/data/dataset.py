@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from spectravlm.data.batchpool import BatchPool, LeasedStack
+from spectravlm.data.batchpool import BatchPool, LeasedStack, shared_empty
 from spectravlm.data.reader import ChunkSource, WindowReader, is_transient
 from spectravlm.data.stats import valid_pixels
 from spectravlm.data.store import CubeStore, Grid
@@ -458,20 +458,21 @@ class CubeDataset(Dataset[SensorStack]):
         The windows are decoded straight into the batch tensors, which live in shared memory inside a
         DataLoader worker, so a batch crosses to the main process without another copy. (Per-sample
         tensors concatenated by a collate function, then copied into shared memory, cost three fresh
-        buffers and two copies per byte; on the S1 benchmark group that halved the throughput.) In a
-        worker the buffers come from a :class:`~spectravlm.data.batchpool.BatchPool` and the batch is a
+        buffers and two copies per byte; on the S1 benchmark group that halved the throughput.) The
+        buffers come from this process's :class:`~spectravlm.data.batchpool.BatchPool` and the batch is a
         :class:`~spectravlm.data.batchpool.LeasedStack`: release it when done (``CubeDataModule`` does).
         """
         self._ensure_open()
         b, s = len(indices), self.window_size
-        pool = self._pool if torch.utils.data.get_worker_info() is not None else None
-        lease = None if pool is None or self.pool_slots == 0 else pool.acquire()
+        in_worker = torch.utils.data.get_worker_info() is not None
+        pool = self._pool if self.pool_slots > 0 else None
+        lease = None if pool is None else pool.acquire()
         slot = None if lease is None else lease[0]
 
         def _empty(key: tuple[Any, ...], shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-            if pool is None:
-                return torch.empty(shape, dtype=dtype)
-            return pool.tensor(slot, key, shape, dtype)
+            if pool is not None and slot is not None:
+                return pool.tensor(slot, key, shape, dtype)
+            return shared_empty(shape, dtype) if in_worker else torch.empty(shape, dtype=dtype)
 
         wins = [None if i == PAD_INDEX else self.windows[i] for i in indices]
         series = {}
