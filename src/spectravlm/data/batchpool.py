@@ -34,8 +34,9 @@ from spectravlm.stack import SensorStack
 def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """Make an uninitialised tensor in shared memory (as torch's own collate does in workers)."""
     numel = int(np.prod(shape))
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
-    return torch.empty(0, dtype=dtype).new(storage).view(shape)
+    with torch.inference_mode(False):  # a normal tensor even when first made under Lightning's validation
+        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+        return torch.empty(0, dtype=dtype).new(storage).view(shape)
 
 
 @dataclass
