@@ -20,6 +20,17 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread for these small models (see tests/tasks/conftest.py)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _instantiate(*args: str):
     """Parse and instantiate (no run) with the trainer forced onto the CPU."""
     return lightning_cli(list(args), run=False)

@@ -1,4 +1,4 @@
-"""A 2-process DDP run on CPU (gloo) through `spectravlm fit`: it completes, ranks read disjoint windows."""
+"""Two ranks: a 2-process gloo DDP run through `spectravlm fit` (slow), and a fast in-process variant."""
 
 from __future__ import annotations
 
@@ -7,10 +7,41 @@ import os
 import subprocess
 import sys
 
+import lightning as L
 import pytest
 import torch
 
-from .conftest import demo_cli_args
+from spectravlm.callbacks import SeenWindows
+from spectravlm.tasks import PretrainTask, store_bands
+
+from .conftest import demo_cli_args, demo_datamodule
+
+
+def test_two_ranks_in_process_train_on_disjoint_windows(demo_store, tmp_path):
+    """Fast variant: each rank's data module (rank/world_size given) feeds its own task for one epoch."""
+    seen = []
+    for rank in (0, 1):
+        dm = demo_datamodule(demo_store, rank=rank, world_size=2, batch_size=2)
+        task = PretrainTask(
+            bands=store_bands(dm.stores, dm.groups),
+            window_size=32,
+            encoder="test",
+            patch_size=8,
+            decoder_dim=32,
+        )
+        L.Trainer(
+            accelerator="cpu",
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[SeenWindows(str(tmp_path / f"r{rank}"))],
+        ).fit(task, datamodule=dm)
+        seen.append(json.loads((tmp_path / f"r{rank}" / "seen-rank0-epoch0.json").read_text())["windows"])
+    assert len(seen[0]) == len(seen[1]) == 4 and not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(8))
 
 
 @pytest.mark.slow

@@ -52,13 +52,17 @@ def test_demo_store_loss_falls_and_checkpoint_carries_the_encoder(demo_store, tm
     before, baseline = _val_losses(_trainer(tmp_path, 1), task, dm)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     figure, export = ReconstructionFigure(), ExportEncoder(str(tmp_path / "encoder"))
-    trainer = _trainer(tmp_path, 4, [ckpt, figure, export], check_val_every_n_epoch=4)
+    trainer = _trainer(tmp_path, 8, [ckpt, figure, export], check_val_every_n_epoch=8)
     trainer.fit(task, datamodule=dm)
     after = float(trainer.callback_metrics["val/loss"])
-    # Stated margins: 8 steps of a seeded run bring the validation loss (MSE in normalised units over hidden,
-    # valid pixels) >= 15% below its value at initialisation and >= 8% below predicting the band means.
+    print(
+        f"demo validation loss: {before:.3f} at start, {after:.3f} after 16 steps; band means {baseline:.3f}"
+    )
+    # Stated margins: 16 steps of a seeded run bring the validation loss (MSE in normalised units over hidden,
+    # valid pixels) >= 15% below its value at initialisation and >= 10% below predicting the band means
+    # (measured: 5.09 -> 4.01, band means 4.79).
     assert after <= 0.85 * before, (before, baseline, after)
-    assert after <= 0.92 * baseline, (baseline, after)
+    assert after <= 0.90 * baseline, (before, baseline, after)
 
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     meta = saved["spectravlm"]
@@ -72,7 +76,7 @@ def test_demo_store_loss_falls_and_checkpoint_carries_the_encoder(demo_store, tm
     batch = next(iter(dm.val_dataloader()))
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(batch), task.encoder.eval()(batch))
-    assert [p.name for p in figure.written] == ["epoch=003.png"] and figure.written[0].stat().st_size > 10_000
+    assert [p.name for p in figure.written] == ["epoch=007.png"] and figure.written[0].stat().st_size > 10_000
 
 
 def test_biomassters_store_loss_falls(biomassters_dir, tmp_path):
@@ -97,11 +101,17 @@ def test_biomassters_store_loss_falls(biomassters_dir, tmp_path):
     task = _task(store_bands(dm.stores, dm.groups))
     before, baseline = _val_losses(_trainer(tmp_path, 1), task, dm)
     assert len(dm.datasets["train"]) == 8
-    trainer = _trainer(tmp_path, 4, check_val_every_n_epoch=4, enable_checkpointing=False)
+    trainer = _trainer(tmp_path, 8, check_val_every_n_epoch=8, enable_checkpointing=False)
     trainer.fit(task, datamodule=dm)
     after = float(trainer.callback_metrics["val/loss"])
-    # Stated margin: >= 15% below the loss at initialisation after 8 steps.
-    assert after <= 0.85 * before, (before, baseline, after)
+    print(
+        f"BioMassters validation loss: {before:.3f} at initialisation, {after:.3f} after 16 steps; "
+        f"band means {baseline:.3f}"
+    )
+    # Stated margins: 16 steps bring the validation loss >= 30% below its value at initialisation and >= 25%
+    # below predicting the band means (measured: 6.81 -> 3.87, band means 6.47).
+    assert after <= 0.70 * before, (before, baseline, after)
+    assert after <= 0.75 * baseline, (before, baseline, after)
 
 
 def test_bad_settings_are_refused_before_training(demo_store, demo_bands, tmp_path):

@@ -16,7 +16,7 @@ from spectravlm.cli import lightning_cli
 
 from .conftest import demo_cli_args, train_losses
 
-EPOCHS = 3  # 2 training steps per epoch (8 windows, batches of 4); checkpoints at every epoch end
+EPOCHS = 2  # 2 training steps per epoch (8 windows, batches of 4); checkpoints at every epoch end
 
 
 def _run_in(path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
@@ -37,7 +37,7 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_losses(demo_store, tmp_pa
         cwd=killed,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=os.environ | {"PYTHONWARNINGS": "ignore"},
+        env=os.environ | {"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
     )
     deadline = time.monotonic() + 240
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
