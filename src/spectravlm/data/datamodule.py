@@ -149,7 +149,7 @@ class CubeDataModule(L.LightningDataModule):
                 f"block_size {block_size} must be a multiple of window_size {window_size} "
                 "(windows that straddle two blocks would be dropped)"
             )
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["storage_options"])  # may hold credentials: keep out of checkpoints
         self.stores = [
             os.fspath(s) if isinstance(s, str | os.PathLike) else [os.fspath(p) for p in s] for s in stores
         ]
