@@ -54,7 +54,9 @@ class SensorSeries:
     orbit: str | None = None
 
     def __post_init__(self) -> None:
-        self.bands = get_sensor(self.sensor).canonical_names(self.bands)
+        sensor = get_sensor(self.sensor)
+        self.sensor = sensor.name  # canonical catalogue name, whatever spelling was given
+        self.bands = sensor.canonical_names(self.bands)
         if self.values.ndim != 5:
             raise DataConfigError(
                 f"{self.sensor}: values must be [B,T,C,H,W], got shape {tuple(self.values.shape)}"
