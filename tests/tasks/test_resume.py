@@ -60,3 +60,20 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_losses(demo_store, tmp_pa
     for s, loss in resumed.items():
         assert loss == pytest.approx(whole[s], rel=1e-5, abs=1e-6), (s, loss, whole[s])
     assert (tmp_path / "whole" / "runs" / "pretrain_demo" / "tensorboard" / "version_0" / "encoder").is_dir()
+
+
+def test_validate_test_and_export_commands_use_the_checkpoint(demo_store, tmp_path, monkeypatch, capsys):
+    from spectravlm.cli import main
+    from spectravlm.encoders.spectral import SpectralEncoder
+
+    fit = demo_cli_args(demo_store, 1, "--trainer.limit_train_batches=1")
+    _run_in(tmp_path, monkeypatch, fit)
+    last = tmp_path / "runs" / "pretrain_demo" / "checkpoints" / "last.ckpt"
+    for command in ("validate", "test"):
+        assert main([command, *fit[1:], "--ckpt_path", "last"]) == 0
+    out = capsys.readouterr().out
+    assert "val/loss" in out and "test/loss" in out and "test/baseline_loss" in out
+    assert main(["export", str(last), str(tmp_path / "exported")]) == 0
+    encoder = SpectralEncoder.from_pretrained(tmp_path / "exported")
+    saved = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(encoder.norm.weight, saved["model.encoder.norm.weight"])

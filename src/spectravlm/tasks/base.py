@@ -87,7 +87,9 @@ def store_bands(
     first = stores[0]
     paths = [first] if isinstance(first, str) else list(first)
     opened = [CubeStore.open(p) for p in paths]
-    request = {g: None for g in ([groups] if isinstance(groups, str) else groups)}
+    request: dict[str, list[str] | None] = {
+        g: None for g in ([groups] if isinstance(groups, str) else groups)
+    }
     if isinstance(groups, Mapping):
         request = {g: (None if b is None else list(b)) for g, b in groups.items()}
     out: dict[str, list[str]] = {}
@@ -150,7 +152,8 @@ class BaseTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW (decay on weight matrices only) with linear warm-up and cosine decay per step."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if p.requires_grad:
                 (decay if decays(name, p) else no_decay).append(p)

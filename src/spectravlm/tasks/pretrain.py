@@ -238,7 +238,9 @@ class PretrainTask(BaseTask):
         if stage == "train" and self.trainer.world_size > 1:
 
             def gather(t: Tensor) -> Tensor:
-                return self.all_gather(t, sync_grads=True).flatten(0, 1)
+                gathered = self.all_gather(t, sync_grads=True)  # (R, B, ...)
+                assert isinstance(gathered, Tensor)
+                return gathered.flatten(0, 1)
 
         out = self.model(batch, self.mask_generator(stage, batch_idx), gather, self.global_rank)
         n = batch.batch_size
