@@ -22,6 +22,7 @@ def test_collate_pads_time_and_masks_padding():
     s2 = batch["s2"]
     assert s2.values.shape == (2, 5, 3, 8, 8)
     assert s2.bands == ("B02", "B03", "B04")
+    assert s2.sensor == "sentinel2_l2a"  # short names are stored canonical
     assert s2.date_valid.tolist() == [[True] * 3 + [False] * 2, [True] * 5]
     assert (s2.values[0, 3:] == 0).all() and (s2.times[0, 3:] == 0).all()
     assert batch.targets["agb"].shape == (2, 8, 8)
