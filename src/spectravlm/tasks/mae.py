@@ -175,6 +175,11 @@ class MaskedAutoencoder(nn.Module):
                     f"decoder predicts {have} values per token for stream {g!r}; patch size {p} and "
                     f"{len(b)} bands need {want}"
                 )
+        if encoder.config.remainder == "crop":
+            raise ModelConfigError(
+                "the masked autoencoder reconstructs whole windows: build the encoder with remainder "
+                "'pad' or 'error', not 'crop'"
+            )
         if contrastive_weight > 0 and projection is None:
             raise ModelConfigError("contrastive_weight > 0 needs a projection head")
         self.one_group = encoder.config.tokenizer == "wavelength"
@@ -289,15 +294,9 @@ class MaskedAutoencoder(nn.Module):
                 generator,
             )
         visible = valid & ~hidden
-        segments = self._segments(stack, spans, n, x.device)
         encoded, index, shown, pooled = [], [], [], []
-        for member in segments:
-            seg_visible = visible & member
-            k = max(1, int(seg_visible.sum(dim=1).max()))
-            order = torch.argsort((~seg_visible).to(torch.int8), dim=1, stable=True)[:, :k]  # (B, K)
-            x_vis = x.gather(1, repeat(order, "b k -> b k d", d=x.shape[-1]))
-            m_vis = seg_visible.gather(1, order)
-            out = enc.blocks_forward(x_vis, m_vis)
+        for member in self._segments(stack, spans, n, x.device):
+            out, order, m_vis = self._encode_visible(x, visible & member)
             encoded.append(out)
             index.append(order)
             shown.append(m_vis)
@@ -368,6 +367,25 @@ class MaskedAutoencoder(nn.Module):
             visible_tokens=int(enc_tokens.shape[1]),
             total_tokens=n,
         )
+
+    def _encode_visible(self, x: Tensor, visible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Run the encoder blocks on the visible tokens only.
+
+        Args:
+            x: ``[B,N,D]`` embedded tokens.
+            visible: ``[B,N]`` bool tokens to encode.
+
+        Returns:
+            Encoded ``[B,K,D]``, their positions ``[B,K]`` in ``x`` and ``[B,K]`` bool, False where a sample
+            has fewer than ``K`` visible tokens (padding entries, masked in attention). ``K`` is the largest
+            visible count of the batch (at least 1).
+
+        """
+        k = max(1, int(visible.sum(dim=1).max()))
+        order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :k]  # (B, K) visible first
+        x_vis = x.gather(1, repeat(order, "b k -> b k d", d=x.shape[-1]))
+        m_vis = visible.gather(1, order)
+        return self.encoder.blocks_forward(x_vis, m_vis), order, m_vis
 
     def _segments(
         self, stack: SensorStack, spans: dict[str, tuple[int, int]], n: int, device: torch.device
