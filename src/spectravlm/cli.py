@@ -316,6 +316,15 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
             parser.link_arguments("data.window_size", "model.init_args.window_size")
             parser.link_arguments("data.seed", "model.init_args.seed")
 
+        def _parse_ckpt_path(self) -> None:
+            """Keep the config's model (LightningCLI would merge a ``--ckpt_path`` file's hyperparameters).
+
+            That merge fails for subclass-mode models whose checkpoints store no class path, and would
+            otherwise silently swap the configured architecture for the checkpoint's. Instead the task
+            compares the two when the checkpoint loads and names any difference
+            (``BaseTask.on_load_checkpoint``).
+            """
+
         def instantiate_trainer(self, **kwargs: Any) -> Any:
             trainer = super().instantiate_trainer(**kwargs)
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:

@@ -69,10 +69,12 @@ def test_validate_test_and_export_commands_use_the_checkpoint(demo_store, tmp_pa
     fit = demo_cli_args(demo_store, 1, "--trainer.limit_train_batches=1")
     _run_in(tmp_path, monkeypatch, fit)
     last = tmp_path / "runs" / "pretrain_demo" / "checkpoints" / "last.ckpt"
-    for command in ("validate", "test"):
-        assert main([command, *fit[1:], "--ckpt_path", "last"]) == 0
+    assert main(["validate", *fit[1:], "--ckpt_path", "last"]) == 0
+    assert main(["test", *fit[1:], "--ckpt_path", str(last)]) == 0  # a file path: the config's model is kept
     out = capsys.readouterr().out
     assert "val/loss" in out and "test/loss" in out and "test/baseline_loss" in out
+    assert main(["validate", *fit[1:], "--model.init_args.decoder_dim=32", "--ckpt_path", str(last)]) == 1
+    assert "decoder_dim: checkpoint 64, this run 32" in capsys.readouterr().err
     assert main(["export", str(last), str(tmp_path / "exported")]) == 0
     encoder = SpectralEncoder.from_pretrained(tmp_path / "exported")
     saved = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
