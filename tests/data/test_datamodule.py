@@ -226,3 +226,11 @@ def test_augmentation_in_workers_and_bad_configs(store):
     empty.setup("fit")
     with pytest.raises(DataConfigError, match="the val split has no windows"):
         empty.val_dataloader()
+
+
+def test_predict_runs_over_the_test_windows(store):
+    dm = _dm(store)
+    dm.setup()
+    test = [b.origin.tolist() for b in dm.test_dataloader()]
+    predict = [b.origin.tolist() for b in dm.predict_dataloader()]
+    assert predict == test and len(predict) > 0

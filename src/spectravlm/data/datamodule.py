@@ -256,6 +256,10 @@ class CubeDataModule(L.LightningDataModule):
         """Return the test windows, in order."""
         return self._loader("test", shuffle=False)
 
+    def predict_dataloader(self) -> DataLoader[SensorStack]:
+        """Return the test windows, in order (``spectravlm predict`` runs over the held-out split)."""
+        return self._loader("test", shuffle=False)
+
     # -- on the device -----------------------------------------------------------------------------
 
     def transform(self, batch: SensorStack, train: bool) -> SensorStack:
