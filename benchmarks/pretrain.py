@@ -37,7 +37,8 @@ import torch
 
 from spectravlm.data.datamodule import CubeDataModule
 from spectravlm.data.demo import write_demo_store
-from spectravlm.tasks.mae import build_encoder, build_mae
+from spectravlm.encoders.spectral import build_encoder
+from spectravlm.pretraining.mae import build_mae
 
 RATIOS = (0.75, 0.0)
 
@@ -160,7 +161,8 @@ def child(store: Path, ratio: float, args: argparse.Namespace) -> None:
 def loop_part(store: Path, args: argparse.Namespace) -> dict:
     import lightning as L
 
-    from spectravlm.tasks import PretrainTask, store_bands
+    from spectravlm.data.bands import store_bands
+    from spectravlm.tasks import PretrainTask
 
     class Waits(L.Callback):
         def __init__(self) -> None:

@@ -47,10 +47,10 @@ ENCODERS = ("torchgeo_ltae", "ltae", "transformer", "factorised", "joint")
 def build(name: str, t: int) -> nn.Module:
     from torchgeo.models import LTAE as TorchGeoLTAE
 
-    from spectravlm.encoders.temporal_factorised import FactorisedSpaceTimeEncoder, SpatialBlocks
-    from spectravlm.encoders.temporal_joint import JointSpaceTimeEncoder
-    from spectravlm.encoders.temporal_ltae import LTAE
-    from spectravlm.encoders.temporal_transformer import TemporalTransformer
+    from spectravlm.encoders.temporal.factorised import FactorisedSpaceTimeEncoder, SpatialBlocks
+    from spectravlm.encoders.temporal.joint import JointSpaceTimeEncoder
+    from spectravlm.encoders.temporal.ltae import LTAE
+    from spectravlm.encoders.temporal.transformer import TemporalTransformer
 
     torch.manual_seed(0)
     if name == "torchgeo_ltae":

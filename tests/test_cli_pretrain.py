@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spectravlm.cli import lightning_cli, main
+from spectravlm.cli import main
+from spectravlm.cli.train import lightning_cli
 from spectravlm.data.demo import write_demo_store
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

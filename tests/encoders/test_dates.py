@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spectravlm.encoders.dates import DateEncoding, day_of_year, days_since_epoch, sequence_reference
+from spectravlm.encoders.temporal.dates import DateEncoding, day_of_year, days_since_epoch, sequence_reference
 from spectravlm.errors import ModelConfigError
 
 EPOCH = dt.date(1970, 1, 1)
@@ -32,8 +32,14 @@ def test_day_of_year_edges():
 
 
 def test_days_since_epoch_accepts_dates_strings_and_datetime64():
-    got = days_since_epoch([dt.date(2020, 7, 1), "2020-07-01T10:00", np.datetime64("2020-07-01T23:59"),
-                            dt.datetime(2020, 7, 1, 5)])
+    got = days_since_epoch(
+        [
+            dt.date(2020, 7, 1),
+            "2020-07-01T10:00",
+            np.datetime64("2020-07-01T23:59"),
+            dt.datetime(2020, 7, 1, 5),
+        ]
+    )
     assert got.tolist() == [18444] * 4
     with pytest.raises(ModelConfigError, match="as a date"):
         days_since_epoch([3.5])  # type: ignore[list-item]

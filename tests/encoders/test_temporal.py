@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from spectravlm.encoders.fusion import SensorFusion
 from spectravlm.encoders.temporal import temporal_encoder
-from spectravlm.encoders.temporal_factorised import FactorisedSpaceTimeEncoder, SpatialBlocks
-from spectravlm.encoders.temporal_joint import JointSpaceTimeEncoder
-from spectravlm.encoders.temporal_ltae import LTAE
-from spectravlm.encoders.temporal_transformer import TemporalTransformer
-from spectravlm.encoders.temporal_types import DatedTokens, TemporalOutput
+from spectravlm.encoders.temporal.factorised import FactorisedSpaceTimeEncoder, SpatialBlocks
+from spectravlm.encoders.temporal.fusion import SensorFusion
+from spectravlm.encoders.temporal.joint import JointSpaceTimeEncoder
+from spectravlm.encoders.temporal.ltae import LTAE
+from spectravlm.encoders.temporal.transformer import TemporalTransformer
+from spectravlm.encoders.temporal.types import DatedTokens, TemporalOutput
 from spectravlm.errors import ModelConfigError
 
 D = 16

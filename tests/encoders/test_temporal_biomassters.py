@@ -11,13 +11,13 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from spectravlm.data.ingest.biomassters import S1_NODATA, S2_BANDS, month_dates
-from spectravlm.encoders.dates import days_since_epoch
-from spectravlm.encoders.fusion import SensorFusion
 from spectravlm.encoders.spectral import spectral_encoder_test
-from spectravlm.encoders.temporal_ltae import LTAE
+from spectravlm.encoders.temporal.dates import days_since_epoch
+from spectravlm.encoders.temporal.fusion import SensorFusion
+from spectravlm.encoders.temporal.ltae import LTAE
+from spectravlm.encoders.temporal.transformer import TemporalTransformer
+from spectravlm.encoders.temporal.types import DatedTokens
 from spectravlm.encoders.temporal_spectral import SpectralTemporalEncoder
-from spectravlm.encoders.temporal_transformer import TemporalTransformer
-from spectravlm.encoders.temporal_types import DatedTokens
 from spectravlm.errors import ModelConfigError
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorSeries, SensorStack, collate_stacks

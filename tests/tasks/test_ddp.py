@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from spectravlm.callbacks import SeenWindows
-from spectravlm.tasks import PretrainTask, store_bands
+from spectravlm.data.bands import store_bands
+from spectravlm.tasks import PretrainTask
 
 from .conftest import demo_cli_args, demo_datamodule
 

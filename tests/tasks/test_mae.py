@@ -6,9 +6,10 @@ import pytest
 import torch
 from einops import rearrange
 
+from spectravlm.encoders.spectral import build_encoder
 from spectravlm.errors import ModelConfigError
 from spectravlm.heads.contrastive import info_nce
-from spectravlm.tasks.mae import MaskedAutoencoder, build_encoder, build_mae
+from spectravlm.pretraining.mae import MaskedAutoencoder, build_mae
 
 from .conftest import clone_stack, seeded
 

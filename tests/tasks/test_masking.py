@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spectravlm.errors import ModelConfigError
-from spectravlm.tasks.masking import choose_hidden, hide_units
+from spectravlm.pretraining.masking import choose_hidden, hide_units
 
 
 def _layout(b: int = 3, dates: tuple[int, int] = (4, 6), groups: int = 1, patches: int = 5):

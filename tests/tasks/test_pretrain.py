@@ -10,9 +10,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from spectravlm.callbacks import AtomicCheckpointIO, ExportEncoder, ReconstructionFigure
+from spectravlm.data.bands import store_bands
 from spectravlm.encoders.spectral import SpectralEncoder
 from spectravlm.errors import DataConfigError, ModelConfigError, UnknownBandError
-from spectravlm.tasks import PretrainTask, store_bands
+from spectravlm.tasks import PretrainTask
 
 from .conftest import demo_datamodule
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spectravlm.cli import lightning_cli
+from spectravlm.cli.train import lightning_cli
 
 from .conftest import demo_cli_args, train_losses
 

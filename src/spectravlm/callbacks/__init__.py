@@ -1,7 +1,7 @@
 """Training plumbing for Lightning: atomic checkpoint IO, reconstruction figures, encoder export.
 
-Names are imported on first use (PEP 562), so ``spectravlm.callbacks.atomic_save`` can be used without
-importing Lightning.
+Names are imported on first use (PEP 562), so importing the package does not import Lightning. The atomic
+file and folder writes themselves are in :mod:`spectravlm.io`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ _WHERE = {
     "ExportEncoder": "export",
     "ReconstructionFigure": "reconstruction",
     "SeenWindows": "windows",
-    "atomic_torch_save": "atomic_save",
-    "clean_stale_partials": "atomic_save",
 }
 __all__ = sorted(_WHERE)
 

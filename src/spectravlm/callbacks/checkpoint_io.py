@@ -14,7 +14,7 @@ temporary directory, not the checkpoint's) and commits with ``shutil.move``. So:
   twice in memory (buffer + bytes).
 
 :class:`AtomicCheckpointIO` saves local checkpoints with
-:func:`~spectravlm.callbacks.atomic_save.atomic_torch_save`: ``torch.save`` streamed into a temporary file
+:func:`~spectravlm.io.atomic_torch_save`: ``torch.save`` streamed into a temporary file
 *in the checkpoint's directory* (same filesystem, so the rename is atomic), fsynced, ``os.replace`` d onto
 the final path, directory fsynced. A reader therefore finds either the previous complete checkpoint or the
 new complete one, never a partial file. Temporary files of dead writers on this host are removed by the
@@ -34,9 +34,9 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from spectravlm.callbacks.atomic_save import atomic_torch_save, clean_stale_partials
+from spectravlm.io import atomic_torch_save
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "clean_stale_partials"]
+__all__ = ["AtomicCheckpointIO"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -25,9 +25,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from spectravlm.adapters.composites import S1_VV_VH_RATIO, S2_TRUE_COLOUR, Composite, apply_composite
+from spectravlm.pretraining.mae import MAEOutput, MaskedAutoencoder
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorSeries, SensorStack
-from spectravlm.tasks.mae import MAEOutput, MaskedAutoencoder
 from spectravlm.tokenizers.image import normalisation_stats
 
 _COMPOSITES: dict[str, Composite] = {"Sentinel-2": S2_TRUE_COLOUR, "Sentinel-1": S1_VV_VH_RATIO}

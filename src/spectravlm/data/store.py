@@ -25,15 +25,11 @@ previous store or no store, never a half-written one.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
-import sys
-import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +46,7 @@ from spectravlm.errors import (
     StoreExistsError,
     StoreVersionError,
 )
+from spectravlm.io import build_dir_for, replace_dir, stale_build_dirs
 from spectravlm.sensors import Sensor, get_sensor
 
 FORMAT_VERSION = 1
@@ -335,34 +332,9 @@ class CubeStore:
 # --------------------------------------------------------------------------------------------------
 
 
-def _renameat2_exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False if unavailable."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fn = getattr(libc, "renameat2", None)
-    if fn is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    if rc != 0:
-        errno = ctypes.get_errno()
-        if errno in (22, 38, 95):  # EINVAL/ENOSYS/EOPNOTSUPP: file system cannot exchange
-            return False
-        raise OSError(errno, os.strerror(errno), str(a))
-    return True
-
-
 def _hardlink_copy(src: Path, dst: Path) -> None:
     """Copy a store tree by hard links (zarr rewrites files via temp + rename, so links stay safe)."""
     shutil.copytree(src, dst, copy_function=os.link)
-
-
-def _stale_tmp_dirs(path: Path) -> Iterator[Path]:
-    for p in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = p.name.rsplit("-", 2)[-2] if p.name.count("-") >= 2 else ""
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            yield p
 
 
 class StoreTransaction:
@@ -397,11 +369,11 @@ class StoreTransaction:
         self.overwrite = overwrite
         self.title = title
         self.synthetic = synthetic
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp = build_dir_for(self.path)
         self.root: zarr.Group | None = None
 
     def __enter__(self) -> StoreTransaction:
-        for stale in _stale_tmp_dirs(self.path):
+        for stale in stale_build_dirs(self.path):
             shutil.rmtree(stale, ignore_errors=True)
         exists = self.path.exists()
         if self.mode == "create" and exists and not self.overwrite:
@@ -441,18 +413,7 @@ class StoreTransaction:
             raise
 
     def _commit(self) -> None:
-        if not self.path.exists():
-            os.rename(self.tmp, self.path)
-            return
-        if _renameat2_exchange(self.tmp, self.path):
-            shutil.rmtree(self.tmp)  # now holds the previous store
-            return
-        # Fallback without an atomic exchange: move the old store aside first (a kill between the two
-        # renames leaves the old store at the .old path, never a half-written one).
-        old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(self.path, old)
-        os.rename(self.tmp, self.path)
-        shutil.rmtree(old)
+        replace_dir(self.tmp, self.path)
 
     # -- content ------------------------------------------------------------------------------------
 

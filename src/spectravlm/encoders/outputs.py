@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from einops import rearrange
 from torch import Tensor
 
-from spectravlm.encoders.temporal_types import DatedTokens
+from spectravlm.encoders.temporal.types import DatedTokens
 from spectravlm.tokenizers.tokens import TokenCoords, TokenGrid
 
 
@@ -81,7 +81,7 @@ class DateTokens:
         return masked_token_mean(tokens, mask), mask.any(-1)
 
     def to_dated(self) -> DatedTokens:
-        """Return these tokens as :class:`spectravlm.encoders.temporal_types.DatedTokens` (per location)."""
+        """Return these tokens as :class:`spectravlm.encoders.temporal.types.DatedTokens` (per location)."""
         tokens, mask = self.locations()
         return DatedTokens(tokens=tokens, times=self.times, valid=mask, grid=(self.grid.rows, self.grid.cols))
 

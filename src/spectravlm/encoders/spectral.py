@@ -362,3 +362,34 @@ def spectral_encoder_base(
 ) -> SpectralEncoder:
     """ViT-B sized encoder: D=768, 12 blocks, 12 heads."""
     return _sized(768, 12, 12, patch_size, tokenizer, sensors, gradient_checkpointing, drop_path_rate)
+
+
+EncoderSize = Literal["test", "tiny", "small", "base"]
+ENCODER_SIZES: tuple[str, ...] = ("test", "tiny", "small", "base")
+
+
+def build_encoder(
+    size: EncoderSize = "small",
+    patch_size: int = 16,
+    tokenizer: TokenizerKind = "wavelength",
+    drop_path_rate: float = 0.0,
+    gradient_checkpointing: bool = False,
+) -> SpectralEncoder:
+    """Build a :class:`SpectralEncoder` of a named size (``test`` is the tiny variant for unit tests)."""
+    if size == "test":
+        return spectral_encoder_test(
+            tokenizer, patch_size=patch_size, gradient_checkpointing=gradient_checkpointing
+        )
+    factories = {
+        "tiny": spectral_encoder_tiny,
+        "small": spectral_encoder_small,
+        "base": spectral_encoder_base,
+    }
+    if size not in factories:
+        raise ModelConfigError(f"encoder size must be one of {', '.join(ENCODER_SIZES)}; got {size!r}")
+    return factories[size](
+        tokenizer,
+        patch_size=patch_size,
+        gradient_checkpointing=gradient_checkpointing,
+        drop_path_rate=drop_path_rate,
+    )

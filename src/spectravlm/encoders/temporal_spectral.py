@@ -6,13 +6,14 @@ This is the factorised model for imagery. Its spatial stage is
 :meth:`spectravlm.encoders.spectral.SpectralEncoder.forward_dates`: every date of every sensor group is
 tokenized (any band subset, SAR by polarisation) and encoded on its own, giving per-date token grids
 ``[B,T,N,D]`` with token masks (a patch with too few valid pixels is invalid). Its temporal stage is a
-:class:`~spectravlm.encoders.fusion.SensorFusion` over those grids: a sensor-group embedding, the date
-encoding of each acquisition day, and a temporal encoder (:class:`~.temporal_ltae.LTAE` or
-:class:`~.temporal_transformer.TemporalTransformer`) per location.
+:class:`~spectravlm.encoders.temporal.fusion.SensorFusion` over those grids: a sensor-group embedding, the
+date
+encoding of each acquisition day, and a temporal encoder (:class:`~.ltae.LTAE` or
+:class:`~.transformer.TemporalTransformer`) per location.
 
 Example:
     >>> from spectravlm.encoders.spectral import spectral_encoder_test
-    >>> from spectravlm.encoders.temporal_ltae import LTAE
+    >>> from spectravlm.encoders.temporal.ltae import LTAE
     >>> model = SpectralTemporalEncoder(
     ...     spectral_encoder_test(sensors=("sentinel2_l2a", "sentinel1_grd")),
     ...     LTAE(in_dim=32, d_model=32, num_heads=4, d_k=4, mlp_dims=(32,)),
@@ -24,10 +25,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from spectravlm.encoders.fusion import SensorFusion
 from spectravlm.encoders.spectral import SpectralEncoder
 from spectravlm.encoders.temporal import TemporalEncoder
-from spectravlm.encoders.temporal_types import TemporalOutput
+from spectravlm.encoders.temporal.fusion import SensorFusion
+from spectravlm.encoders.temporal.types import TemporalOutput
 from spectravlm.errors import ModelConfigError
 from spectravlm.stack import SensorStack
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from spectravlm.errors import DataConfigError, ModelConfigError
+from spectravlm.errors import ModelConfigError
 
 # BaseTask overrides ``on_before_batch_transfer`` on purpose (to reseed before the data module's
 # on-device augmentation, see the module docstring); the data module does not define that hook, so
@@ -64,49 +64,6 @@ def normalise_bands(bands: Mapping[str, Sequence[str]] | None) -> dict[str, tupl
         if isinstance(b, str) or not b:
             raise ModelConfigError(f"bands of stream {g!r} must be a non-empty list of band names, got {b!r}")
         out[str(g)] = tuple(str(x) for x in b)
-    return out
-
-
-def store_bands(
-    stores: Sequence[str | Sequence[str]], groups: Sequence[str] | Mapping[str, Sequence[str] | None]
-) -> dict[str, list[str]]:
-    """Bands per sensor group as the data module will deliver them, read from the first region's stores.
-
-    This is the value the CLI links from ``data.stores`` and ``data.groups`` to ``model.bands``, so bands
-    are named once (or not at all: ``groups: [s2, s1]`` means all bands of each group).
-
-    Raises:
-        DataConfigError: a group or band the stores do not have.
-
-    """
-    from spectravlm.data.store import CubeStore
-    from spectravlm.errors import StoreError
-
-    if not stores:
-        raise DataConfigError("data.stores is empty: name at least one cube store")
-    first = stores[0]
-    paths = [first] if isinstance(first, str) else list(first)
-    opened = [CubeStore.open(p) for p in paths]
-    request: dict[str, list[str] | None] = {
-        g: None for g in ([groups] if isinstance(groups, str) else groups)
-    }
-    if isinstance(groups, Mapping):
-        request = {g: (None if b is None else list(b)) for g, b in groups.items()}
-    out: dict[str, list[str]] = {}
-    for g, wanted in request.items():
-        holders = [s for s in opened if g in s.groups]
-        if not holders:
-            have = sorted({x for s in opened for x in s.groups})
-            raise DataConfigError(f"{', '.join(paths)} has no sensor group {g!r}; groups: {', '.join(have)}")
-        cube = holders[0][g]
-        if wanted is None:
-            out[g] = list(cube.bands)
-            continue
-        try:
-            cube.band_index(cube.sensor.canonical_names(wanted))
-        except StoreError as err:
-            raise DataConfigError(str(err)) from err
-        out[g] = list(cube.sensor.canonical_names(wanted))
     return out
 
 

@@ -1,9 +1,11 @@
 """``PretrainTask``: masked multi-sensor pretraining of the sensor-native encoder, as a LightningModule.
 
-The model is :class:`~spectravlm.tasks.mae.MaskedAutoencoder` (MAE over spatial, spectral and temporal
-tokens, optional S1<->S2 contrastive loss), built by :func:`~spectravlm.tasks.mae.build_encoder` and
-:func:`~spectravlm.tasks.mae.build_mae` from the hyperparameters below; this class adds the training loop
-pieces (:class:`~spectravlm.tasks.base.BaseTask`), logging, checkpoint metadata and the encoder export.
+The model is :class:`~spectravlm.pretraining.mae.MaskedAutoencoder` (MAE over spatial, spectral and
+temporal tokens, optional S1<->S2 contrastive loss), built by
+:func:`~spectravlm.encoders.spectral.build_encoder` and :func:`~spectravlm.pretraining.mae.build_mae` from
+the hyperparameters below; this class adds the training loop pieces
+(:class:`~spectravlm.tasks.base.BaseTask`),
+logging, checkpoint metadata and the encoder export.
 
 From the command line (``bands`` and ``window_size`` are linked from the data section)::
 
@@ -34,12 +36,12 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from spectravlm.encoders.pretrained import sensor_metadata
-from spectravlm.encoders.spectral import SpectralEncoder, TokenizerKind
+from spectravlm.encoders.spectral import EncoderSize, SpectralEncoder, TokenizerKind, build_encoder
 from spectravlm.errors import ModelConfigError
+from spectravlm.pretraining.mae import MAEOutput, build_mae
+from spectravlm.pretraining.masking import MaskStrategy, check_mask
 from spectravlm.stack import SensorStack
 from spectravlm.tasks.base import BaseTask, normalise_bands
-from spectravlm.tasks.mae import EncoderSize, MAEOutput, build_encoder, build_mae
-from spectravlm.tasks.masking import MaskStrategy, check_mask
 
 _ENCODER_FIELDS = ("dim", "depth", "num_heads", "patch_size", "tokenizer", "sensors")
 
@@ -62,7 +64,8 @@ class PretrainTask(BaseTask):
         decoder_depth: decoder blocks.
         decoder_heads: decoder attention heads.
         mask_ratio: share of valid tokens hidden from the encoder, in ``[0, 1)``.
-        mask_strategy: ``random``, ``bands``, ``dates`` or ``sensor`` (see :mod:`spectravlm.tasks.masking`).
+        mask_strategy: ``random``, ``bands``, ``dates`` or ``sensor`` (see
+            :mod:`spectravlm.pretraining.masking`).
         contrastive_weight: weight of the S1<->S2 InfoNCE loss (0: off).
         contrastive_dim: projection width of the contrastive head.
         temperature: InfoNCE temperature.

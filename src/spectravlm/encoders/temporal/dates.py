@@ -32,7 +32,7 @@ References:
 
 Example:
     >>> import torch
-    >>> from spectravlm.encoders.dates import DateEncoding, days_since_epoch
+    >>> from spectravlm.encoders.temporal.dates import DateEncoding, days_since_epoch
     >>> times = days_since_epoch(["2020-01-01", "2020-07-01"]).unsqueeze(0)  # [B=1, T=2]
     >>> DateEncoding(dim=16)(times).shape
     torch.Size([1, 2, 16])
@@ -233,7 +233,7 @@ def check_times(times: Tensor, valid: Tensor | None = None) -> None:
     if times.is_floating_point() or times.dtype == torch.bool:
         raise ModelConfigError(
             f"times must be integer days since 1970-01-01 (int64), got dtype {times.dtype}; "
-            "use spectravlm.encoders.dates.days_since_epoch to convert dates"
+            "use spectravlm.encoders.temporal.dates.days_since_epoch to convert dates"
         )
     if valid is not None and (valid.shape != times.shape or valid.dtype != torch.bool):
         raise ModelConfigError(

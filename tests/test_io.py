@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from spectravlm.callbacks.checkpoint_io import AtomicCheckpointIO, clean_stale_partials
+from spectravlm.callbacks.checkpoint_io import AtomicCheckpointIO
+from spectravlm.io import clean_stale_partials
 
 MB = 1 << 20
 # Saves checkpoints {"i": i, "payload": float32 tensor filled with i} to argv[1] in a loop, with our IO or
@@ -20,7 +21,7 @@ MB = 1 << 20
 WRITER = """
 import sys, torch
 if sys.argv[2] == "atomic":  # what AtomicCheckpointIO.save_checkpoint calls for a local path
-    from spectravlm.callbacks.atomic_save import atomic_torch_save as save
+    from spectravlm.io import atomic_torch_save as save
 else:
     from lightning.pytorch.plugins.io import TorchCheckpointIO
     save = TorchCheckpointIO().save_checkpoint

@@ -28,8 +28,8 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from spectravlm.encoders.blocks import AttentionBackend, Block
-from spectravlm.encoders.dates import DateEncoding, ElapsedOrigin
-from spectravlm.encoders.temporal_types import (
+from spectravlm.encoders.temporal.dates import DateEncoding, ElapsedOrigin
+from spectravlm.encoders.temporal.types import (
     TemporalOutput,
     check_temporal_inputs,
     pool_locations,
@@ -46,10 +46,10 @@ class TemporalTransformer(nn.Module):
         num_heads: attention heads.
         mlp_ratio: MLP hidden width as a multiple of ``D``.
         drop_path: stochastic depth, increasing linearly to this value over the blocks.
-        doy_harmonics: see :class:`~spectravlm.encoders.dates.DateEncoding`.
-        elapsed_frequencies: see :class:`~spectravlm.encoders.dates.DateEncoding`.
-        max_period_days: see :class:`~spectravlm.encoders.dates.DateEncoding`.
-        elapsed_origin: see :class:`~spectravlm.encoders.dates.DateEncoding`.
+        doy_harmonics: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
+        elapsed_frequencies: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
+        max_period_days: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
+        elapsed_origin: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
         backend: attention backend of the blocks (``"auto"``, ``"sdpa"``, ``"xformers"``).
 
     """

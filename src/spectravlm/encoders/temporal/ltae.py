@@ -23,7 +23,7 @@ This module follows the paper (master query per head, values split by head) with
 feeding acquisition days instead of indices, and these further changes, each needed for the masking and
 batching guarantees: a per-token ``LayerNorm`` (no statistic across dates or samples), masked softmax over
 valid dates only, invalid tokens zeroed before use, locations with no valid date skipped, and the date
-encoding of :mod:`spectravlm.encoders.dates` (season + elapsed days).
+encoding of :mod:`spectravlm.encoders.temporal.dates` (season + elapsed days).
 
 References:
     * Garnot & Landrieu, "Lightweight Temporal Self-Attention for Classifying Satellite Image Time
@@ -43,8 +43,8 @@ import torch
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
-from spectravlm.encoders.dates import DateEncoding, ElapsedOrigin
-from spectravlm.encoders.temporal_types import (
+from spectravlm.encoders.temporal.dates import DateEncoding, ElapsedOrigin
+from spectravlm.encoders.temporal.types import (
     TemporalOutput,
     check_temporal_inputs,
     pool_locations,
@@ -63,10 +63,10 @@ class LTAE(nn.Module):
         d_k: key/query width per head (paper default 8).
         mlp_dims: widths of the MLP after the concatenated heads; the last is the output width.
         dropout: dropout on attention weights and on the MLP output (paper default 0.2).
-        doy_harmonics: see :class:`~spectravlm.encoders.dates.DateEncoding`.
-        elapsed_frequencies: see :class:`~spectravlm.encoders.dates.DateEncoding`.
-        max_period_days: see :class:`~spectravlm.encoders.dates.DateEncoding`.
-        elapsed_origin: see :class:`~spectravlm.encoders.dates.DateEncoding`.
+        doy_harmonics: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
+        elapsed_frequencies: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
+        max_period_days: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
+        elapsed_origin: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
 
     """
 

@@ -11,7 +11,7 @@ Every strategy hides whole *units* of tokens, a ratio of each sample's valid uni
 * ``bands``: a unit is one spectral group of one stream (tokenizers with several spectral groups per
   patch: SatMAE band groups, SpectralGPT cubes). With the wavelength tokenizer, whose one token per patch
   folds all bands together, whole bands are instead removed from the encoder's input (the same bands for
-  the whole batch: see :mod:`spectravlm.tasks.mae`) and reconstructed from the others;
+  the whole batch: see :mod:`spectravlm.pretraining.mae`) and reconstructed from the others;
 * ``sensor``: every token of all sensors but one (the one kept is chosen at random per sample among the
   sensors it has; both S1 orbit streams are one sensor) is hidden, and ``ratio`` of the kept sensor's
   tokens at random: the model reconstructs S1 from S2 or the reverse (cross-modal masking, as in CROMA,

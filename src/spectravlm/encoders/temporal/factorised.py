@@ -4,8 +4,8 @@ Axis legend: B batch, T dates, N locations (tokens of one date), K = dates with 
 
 Stage 1 runs any spatial encoder over the tokens of each date ``[K,N,D]`` (dates with no valid token
 are skipped, not computed: they cost nothing), with the validity mask as key mask. Stage 2 runs a temporal
-encoder (:class:`~spectravlm.encoders.temporal_transformer.TemporalTransformer` or
-:class:`~spectravlm.encoders.temporal_ltae.LTAE`) over each location's dates. Attention cost is
+encoder (:class:`~spectravlm.encoders.temporal.transformer.TemporalTransformer` or
+:class:`~spectravlm.encoders.temporal.ltae.LTAE`) over each location's dates. Attention cost is
 ``O(T N^2 D)`` + ``O(N T^2 D)`` instead of joint attention's ``O(T^2 N^2 D)``.
 
 The spatial encoder is any ``nn.Module`` called as ``spatial(tokens, mask)`` with tokens ``[K,N,D]`` and
@@ -29,9 +29,9 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from spectravlm.encoders.blocks import AttentionBackend, Block
-from spectravlm.encoders.temporal_ltae import LTAE
-from spectravlm.encoders.temporal_transformer import TemporalTransformer
-from spectravlm.encoders.temporal_types import TemporalOutput, check_temporal_inputs, zero_invalid
+from spectravlm.encoders.temporal.ltae import LTAE
+from spectravlm.encoders.temporal.transformer import TemporalTransformer
+from spectravlm.encoders.temporal.types import TemporalOutput, check_temporal_inputs, zero_invalid
 from spectravlm.errors import ModelConfigError
 
 

@@ -10,7 +10,7 @@ is the mean of its valid date tokens; the pooled embedding is the mean over vali
 Attention cost is ``O((T N)^2 D)``, quadratic in the number of dates *and* of locations: this is the
 encoder for small windows and short series (it is the most expressive: a date at one location can
 attend to another date at another location). ``max_tokens`` guards against running it on inputs for
-which the factorised encoder (:mod:`spectravlm.encoders.temporal_factorised`) is the right choice.
+which the factorised encoder (:mod:`spectravlm.encoders.temporal.factorised`) is the right choice.
 Spatial position must already be in the tokens (the tokenizers add it); here only dates are encoded.
 
 References:
@@ -28,8 +28,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from spectravlm.encoders.blocks import AttentionBackend, Block
-from spectravlm.encoders.dates import DateEncoding, ElapsedOrigin
-from spectravlm.encoders.temporal_types import (
+from spectravlm.encoders.temporal.dates import DateEncoding, ElapsedOrigin
+from spectravlm.encoders.temporal.types import (
     TemporalOutput,
     check_temporal_inputs,
     masked_mean,
@@ -50,10 +50,10 @@ class JointSpaceTimeEncoder(nn.Module):
         drop_path: stochastic depth, increasing linearly to this value over the blocks.
         max_tokens: largest ``T * N`` accepted; beyond it a :class:`ModelConfigError` says to use the
             factorised encoder (joint attention memory grows with ``(T N)^2`` on the math kernel).
-        doy_harmonics: see :class:`~spectravlm.encoders.dates.DateEncoding`.
-        elapsed_frequencies: see :class:`~spectravlm.encoders.dates.DateEncoding`.
-        max_period_days: see :class:`~spectravlm.encoders.dates.DateEncoding`.
-        elapsed_origin: see :class:`~spectravlm.encoders.dates.DateEncoding`.
+        doy_harmonics: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
+        elapsed_frequencies: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
+        max_period_days: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
+        elapsed_origin: see :class:`~spectravlm.encoders.temporal.dates.DateEncoding`.
         backend: attention backend of the blocks.
 
     """

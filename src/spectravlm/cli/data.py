@@ -1,24 +1,10 @@
-"""The ``spectravlm`` command.
-
-* ``spectravlm data ...``: the data commands (demo store, ingest, statistics, info).
-* ``spectravlm fit|validate|test|predict --config configs/....yaml``: LightningCLI over the tasks
-  (:class:`~spectravlm.tasks.base.BaseTask` subclasses, ``model.class_path``) and
-  :class:`~spectravlm.data.datamodule.CubeDataModule`. Values are given once: ``model.bands`` is computed
-  from ``data.stores`` and ``data.groups`` (all bands of each group unless the groups name bands),
-  ``model.window_size`` and ``model.seed`` come from ``data.window_size`` and ``data.seed``. Checkpoints
-  are written atomically (:class:`~spectravlm.callbacks.checkpoint_io.AtomicCheckpointIO`) unless the
-  config names another checkpoint IO plugin.
-* ``spectravlm export CHECKPOINT DIR``: the encoder of a pretraining checkpoint, with ``save_pretrained``.
-"""
+"""``spectravlm data ...``: the cube-store commands (demo store, ingest, statistics, info)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-from spectravlm.errors import SpectraVLMError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from spectravlm.data.store import SensorCube
@@ -39,11 +25,15 @@ def _data_parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="compute per-band statistics over valid pixels into the store")
     stats.add_argument("store")
-    stats.add_argument("--cloud-threshold", type=float, default=50.0, help="cloud probability cut (default 50)")
+    stats.add_argument(
+        "--cloud-threshold", type=float, default=50.0, help="cloud probability cut (default 50)"
+    )
 
     ingest = sub.add_parser("ingest", help="ingest rasters into a store")
     isub = ingest.add_subparsers(dest="layout", required=True)
-    bm = isub.add_parser("biomassters", help="a BioMassters chip (monthly *_S1_MM.tif, *_S2_MM.tif, *_agbm.tif)")
+    bm = isub.add_parser(
+        "biomassters", help="a BioMassters chip (monthly *_S1_MM.tif, *_S2_MM.tif, *_agbm.tif)"
+    )
     bm.add_argument("chip_dir")
     bm.add_argument("store")
     bm.add_argument("--chip-id", default=None, help="chip id (inferred when the folder holds one chip)")
@@ -277,138 +267,3 @@ def data_main(argv: Sequence[str]) -> int:
 
         print(CubeStore.open(args.store).summary())
     return 0
-
-
-TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
-USAGE = """usage: spectravlm {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]
-       spectravlm export CHECKPOINT DIR
-       spectravlm data {demo,info,stats,ingest} ...
-
-Run `spectravlm fit -h` or `spectravlm data -h` for details."""
-
-
-def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
-    """Build (and with ``run``, execute) the LightningCLI of ``spectravlm fit|validate|test|predict``.
-
-    Args:
-        args: command-line arguments after ``spectravlm`` (with ``run``, starting with the subcommand);
-            ``None``: ``sys.argv[1:]``.
-        run: run the subcommand; ``False`` parses and instantiates only (for tests and notebooks).
-
-    Returns:
-        The :class:`lightning.pytorch.cli.LightningCLI` object.
-
-    """
-    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-    from spectravlm.callbacks.checkpoint_io import AtomicCheckpointIO
-    from spectravlm.data.datamodule import CubeDataModule
-    from spectravlm.tasks.base import BaseTask, store_bands
-
-    class SpectraCLI(LightningCLI):
-        """LightningCLI with the data-to-model links and atomic checkpoints."""
-
-        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            parser.link_arguments(
-                ("data.stores", "data.groups"), "model.init_args.bands", compute_fn=store_bands
-            )
-            parser.link_arguments("data.window_size", "model.init_args.window_size")
-            parser.link_arguments("data.seed", "model.init_args.seed")
-
-        def _parse_ckpt_path(self) -> None:
-            """Keep the config's model (LightningCLI would merge a ``--ckpt_path`` file's hyperparameters).
-
-            That merge fails for subclass-mode models whose checkpoints store no class path, and would
-            otherwise silently swap the configured architecture for the checkpoint's. Instead the task
-            compares the two when the checkpoint loads and names any difference
-            (``BaseTask.on_load_checkpoint``).
-            """
-
-        def instantiate_trainer(self, **kwargs: Any) -> Any:
-            trainer = super().instantiate_trainer(**kwargs)
-            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-            return trainer
-
-    return SpectraCLI(
-        BaseTask,
-        CubeDataModule,
-        subclass_mode_model=True,
-        args=None if args is None else list(args),
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        load_from_checkpoint_support=False,  # a checkpoint never silently replaces the config's model
-    )
-
-
-def export_main(argv: Sequence[str]) -> int:
-    """Run ``spectravlm export CHECKPOINT DIR``: write a pretraining checkpoint's encoder."""
-    parser = argparse.ArgumentParser(
-        prog="spectravlm export",
-        description="Write the encoder of a pretraining checkpoint with save_pretrained.",
-    )
-    parser.add_argument("checkpoint", help="a .ckpt written by spectravlm fit")
-    parser.add_argument("dir", help="output directory (config.json, model.safetensors, pretraining.json)")
-    args = parser.parse_args(list(argv))
-    from pathlib import Path
-
-    from spectravlm.errors import ModelConfigError
-    from spectravlm.tasks.pretrain import PretrainTask
-
-    if not Path(args.checkpoint).is_file():
-        raise ModelConfigError(f"{args.checkpoint}: no such checkpoint file")
-    task = PretrainTask.load_from_checkpoint(args.checkpoint, map_location="cpu")
-    print(f"wrote {task.export_encoder(args.dir)}")
-    return 0
-
-
-def _library_error(err: BaseException) -> SpectraVLMError | None:
-    """The first :class:`SpectraVLMError` in the cause/context chain of ``err``, if any."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [err]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, SpectraVLMError):
-            return e
-        todo += [e.__cause__, e.__context__]
-    return None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``spectravlm`` console script."""
-    from_sys = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0
-    try:
-        if argv[0] == "data":
-            return data_main(argv[1:])
-        if argv[0] in TRAINING_COMMANDS:
-            try:
-                lightning_cli(None if from_sys else argv)
-            except Exception as err:  # jsonargparse wraps errors raised while instantiating classes
-                cause = _library_error(err)
-                if cause is None:
-                    raise
-                raise cause from None
-            return 0
-        if argv[0] == "export":
-            return export_main(argv[1:])
-        print(
-            f"spectravlm: unknown command {argv[0]!r}; known: {', '.join(TRAINING_COMMANDS)}, export, data",
-            file=sys.stderr,
-        )
-        return 2
-    except SpectraVLMError as err:
-        print(f"spectravlm: error: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

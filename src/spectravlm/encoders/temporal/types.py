@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from spectravlm.encoders.dates import check_times
+from spectravlm.encoders.temporal.dates import check_times
 from spectravlm.errors import ModelConfigError
 from spectravlm.stack import SensorSeries
 

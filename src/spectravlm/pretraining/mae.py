@@ -11,7 +11,7 @@ One step (MAE, He et al., https://arxiv.org/abs/2111.06377, over spatial, spectr
    prepared image, in those normalised units, is also the reconstruction target;
 2. tokens get their patch position, sensor and date embeddings (as in
    :meth:`~spectravlm.encoders.spectral.SpectralEncoder.forward_features`);
-3. :func:`~spectravlm.tasks.masking.choose_hidden` hides a ratio of the valid tokens (random, whole
+3. :func:`~spectravlm.pretraining.masking.choose_hidden` hides a ratio of the valid tokens (random, whole
    bands, whole dates or a whole sensor); the **encoder's blocks see only the visible tokens**, gathered
    into a shorter sequence, so a 0.75 ratio runs the encoder on a quarter of the tokens;
 4. the :class:`~spectravlm.heads.reconstruction.MaskedDecoder` reconstructs every token's pixels;
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,20 +41,13 @@ from torch import Tensor, nn
 
 from spectravlm.encoders.embeddings import date_embedding, grid_embedding
 from spectravlm.encoders.outputs import masked_token_mean
-from spectravlm.encoders.spectral import (
-    SpectralEncoder,
-    TokenizerKind,
-    spectral_encoder_base,
-    spectral_encoder_small,
-    spectral_encoder_test,
-    spectral_encoder_tiny,
-)
+from spectravlm.encoders.spectral import SpectralEncoder
 from spectravlm.errors import ModelConfigError
 from spectravlm.heads.contrastive import ProjectionHead, info_nce
 from spectravlm.heads.reconstruction import MaskedDecoder
+from spectravlm.pretraining.masking import MaskStrategy, check_mask, choose_hidden
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorStack
-from spectravlm.tasks.masking import MaskStrategy, check_mask, choose_hidden
 from spectravlm.tokenizers.channels import SAR_RATIOS
 from spectravlm.tokenizers.image import ChannelImage
 from spectravlm.tokenizers.tokens import TokenCoords, TokenGrid, Tokens
@@ -449,37 +441,7 @@ class MaskedAutoencoder(nn.Module):
         return target, masked, recon, chan_hidden
 
 
-# ---- factories -------------------------------------------------------------------------------------
-
-EncoderSize = Literal["test", "tiny", "small", "base"]
-ENCODER_SIZES: tuple[str, ...] = ("test", "tiny", "small", "base")
-
-
-def build_encoder(
-    size: EncoderSize = "small",
-    patch_size: int = 16,
-    tokenizer: TokenizerKind = "wavelength",
-    drop_path_rate: float = 0.0,
-    gradient_checkpointing: bool = False,
-) -> SpectralEncoder:
-    """Build a :class:`SpectralEncoder` of a named size (``test`` is the tiny variant for unit tests)."""
-    if size == "test":
-        return spectral_encoder_test(
-            tokenizer, patch_size=patch_size, gradient_checkpointing=gradient_checkpointing
-        )
-    factories = {
-        "tiny": spectral_encoder_tiny,
-        "small": spectral_encoder_small,
-        "base": spectral_encoder_base,
-    }
-    if size not in factories:
-        raise ModelConfigError(f"encoder size must be one of {', '.join(ENCODER_SIZES)}; got {size!r}")
-    return factories[size](
-        tokenizer,
-        patch_size=patch_size,
-        gradient_checkpointing=gradient_checkpointing,
-        drop_path_rate=drop_path_rate,
-    )
+# ---- factory -------------------------------------------------------------------------------------
 
 
 def build_mae(

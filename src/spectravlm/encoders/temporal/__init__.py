@@ -5,21 +5,22 @@ Axis legend: B batch, T dates, N locations (tokens of one date), D width.
 Every encoder here is a plain ``nn.Module`` called as
 ``encoder(tokens [B,T,N,D], times [B,T], valid [B,T,N])`` (times: int64 days since 1970-01-01; valid: False
 for padded, missing, cloudy or nodata entries, which contribute nothing) and returns a
-:class:`~spectravlm.encoders.temporal_types.TemporalOutput` with one embedding per location (dense heads)
+:class:`~spectravlm.encoders.temporal.types.TemporalOutput` with one embedding per location (dense heads)
 and a pooled embedding (scalar heads). Dates are encoded from the acquisition day
-(:mod:`spectravlm.encoders.dates`), never from the position in the sequence.
+(:mod:`spectravlm.encoders.temporal.dates`), never from the position in the sequence.
 
-* ``ltae``: :class:`~.temporal_ltae.LTAE`; attention ``O(N T)`` (one master query per head); the
+* ``ltae``: :class:`~.ltae.LTAE`; attention ``O(N T)`` (one master query per head); the
   cheapest; pools each location's dates, no per-date outputs.
-* ``transformer``: :class:`~.temporal_transformer.TemporalTransformer`; ``O(N T^2)``; per-location
+* ``transformer``: :class:`~.transformer.TemporalTransformer`; ``O(N T^2)``; per-location
   self-attention over dates, per-date outputs.
-* ``factorised``: :class:`~.temporal_factorised.FactorisedSpaceTimeEncoder`; ``O(T N^2 + N T^2)``;
+* ``factorised``: :class:`~.factorised.FactorisedSpaceTimeEncoder`; ``O(T N^2 + N T^2)``;
   spatial attention per date, then temporal per location.
-* ``joint``: :class:`~.temporal_joint.JointSpaceTimeEncoder`; ``O((T N)^2)``; every token attends to
+* ``joint``: :class:`~.joint.JointSpaceTimeEncoder`; ``O((T N)^2)``; every token attends to
   every other; small inputs only.
 
-:func:`temporal_encoder` builds one by name (for configs); :class:`~spectravlm.encoders.fusion.SensorFusion`
-puts several sensor groups with their own dates in front of any of them.
+:func:`temporal_encoder` builds one by name (for configs);
+:class:`~spectravlm.encoders.temporal.fusion.SensorFusion` puts several sensor groups with their own
+dates in front of any of them.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from __future__ import annotations
 from typing import Literal
 
 from spectravlm.encoders.blocks import AttentionBackend
-from spectravlm.encoders.temporal_factorised import FactorisedSpaceTimeEncoder, SpatialBlocks
-from spectravlm.encoders.temporal_joint import JointSpaceTimeEncoder
-from spectravlm.encoders.temporal_ltae import LTAE
-from spectravlm.encoders.temporal_transformer import TemporalTransformer
+from spectravlm.encoders.temporal.factorised import FactorisedSpaceTimeEncoder, SpatialBlocks
+from spectravlm.encoders.temporal.joint import JointSpaceTimeEncoder
+from spectravlm.encoders.temporal.ltae import LTAE
+from spectravlm.encoders.temporal.transformer import TemporalTransformer
 from spectravlm.errors import ModelConfigError
 
 TemporalKind = Literal["ltae", "transformer", "factorised", "joint"]

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from spectravlm.encoders.temporal import TemporalEncoder
-from spectravlm.encoders.temporal_ltae import LTAE
-from spectravlm.encoders.temporal_types import DatedTokens, TemporalOutput, zero_invalid
+from spectravlm.encoders.temporal.ltae import LTAE
+from spectravlm.encoders.temporal.types import DatedTokens, TemporalOutput, zero_invalid
 from spectravlm.errors import ModelConfigError
 from spectravlm.stack import SensorStack
 
@@ -124,4 +124,3 @@ class SensorFusion(nn.Module):
         if self.in_proj is None:
             raise ModelConfigError("forward_pixels needs in_dims (the band count of each sensor group)")
         return self({g: DatedTokens.from_pixels(stack[g]) for g in stack})
-
