@@ -11,11 +11,10 @@ import lightning as L
 import pytest
 import torch
 
+from helpers import demo_cli_args, demo_datamodule
 from spectravlm.callbacks import SeenWindows
 from spectravlm.data.bands import store_bands
 from spectravlm.tasks import PretrainTask
-
-from .conftest import demo_cli_args, demo_datamodule
 
 
 def test_two_ranks_in_process_train_on_disjoint_windows(demo_store, tmp_path):

@@ -9,13 +9,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from helpers import demo_datamodule
 from spectravlm.callbacks import AtomicCheckpointIO, ExportEncoder, ReconstructionFigure
 from spectravlm.data.bands import store_bands
 from spectravlm.encoders.spectral import SpectralEncoder
 from spectravlm.errors import DataConfigError, ModelConfigError, UnknownBandError
 from spectravlm.tasks import PretrainTask
-
-from .conftest import demo_datamodule
 
 
 def _task(bands, window_size: int = 32, **kw) -> PretrainTask:

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import demo_cli_args, train_losses
 from spectravlm.cli.train import lightning_cli
-
-from .conftest import demo_cli_args, train_losses
 
 EPOCHS = 2  # 2 training steps per epoch (8 windows, batches of 4); checkpoints at every epoch end
 

@@ -6,12 +6,11 @@ import pytest
 import torch
 from einops import rearrange
 
+from helpers import clone_stack, seeded
 from spectravlm.encoders.spectral import build_encoder
 from spectravlm.errors import ModelConfigError
 from spectravlm.heads.contrastive import info_nce
 from spectravlm.pretraining.mae import MaskedAutoencoder, build_mae
-
-from .conftest import clone_stack, seeded
 
 P = 8  # patch size of these tests (32 px windows: 4 x 4 patches)
 
