@@ -55,7 +55,7 @@ def _ingest_pair(
     pair: dict, store: Path, resampling: str = "nearest", resolution: float | None = None
 ) -> None:
     ingest_geotiff(
-        pair["s2"], store, "s2", "sentinel2_l2a", units="reflectance", scale_factor=1e-4,
+        pair["s2"], store, "s2", "sentinel2_l2a", units="reflectance", scale_factor=1e-4, add_offset=0.0,
         band_pattern=S2_BAND_RE, date_pattern=S2_DAY_RE, resampling=resampling, resolution=resolution,
         progress=False,
     )  # fmt: skip
@@ -98,7 +98,9 @@ def test_bigearthnet_pairs_on_10m_grid(ben: list[dict], tmp_path: Path) -> None:
         for i, pol in enumerate(("VV", "VH")):
             with rasterio.open(_band_file(pair["s1"], pol)) as src:
                 np.testing.assert_array_equal(sar[i], src.read(1))
-        assert s1.units == "dB" and s2.scale_factor == 1e-4 and s2.nodata is None and s1.nodata is None
+        assert s1.units == "dB" and s2.scale_factor == 1e-4 and s1.nodata is None
+        # S2 digital numbers: nodata 0 by the product's rule (the files declare none), recorded as such
+        assert s2.nodata == 0 and s2.attrs["nodata_source"].startswith("product default: Sentinel-2")
     ds = xr.open_zarr(tmp_path / "ben0.zarr", group="s2")
     t = CubeStore.open(tmp_path / "ben0.zarr")["s2"].grid.transform
     np.testing.assert_allclose(ds["x"].values, t.c + 5 + 10 * np.arange(120))
@@ -136,7 +138,7 @@ def test_bigearthnet_bilinear_and_average(ben: list[dict], tmp_path: Path) -> No
     # A 20 m grid: 10 m bands averaged over 2x2 blocks (rounded half up), 20 m bands read as they are.
     ingest_geotiff(
         pair["s2"], tmp_path / "avg.zarr", "s2", "s2", units="reflectance", band_pattern=S2_BAND_RE,
-        date_pattern=S2_DAY_RE, resolution=20.0, resampling="average", progress=False,
+        add_offset=0.0, date_pattern=S2_DAY_RE, resolution=20.0, resampling="average", progress=False,
     )  # fmt: skip
     g = CubeStore.open(tmp_path / "avg.zarr")["s2"]
     assert g.data.shape == (1, 12, 60, 60) and g.grid.transform.a == 20.0
@@ -198,7 +200,16 @@ def test_cli_geotiff(ben: list[dict], tmp_path: Path, capsys: pytest.CaptureFixt
     pair = ben[1]
     store = tmp_path / "cli.zarr"
     args = ["data", "ingest", "geotiff", str(pair["s2"]), str(store), "--group", "s2", "--sensor", "s2"]
-    args += ["--units", "reflectance", "--scale-factor", "1e-4", "--band-pattern", S2_BAND_RE]
+    args += [
+        "--units",
+        "reflectance",
+        "--scale-factor",
+        "1e-4",
+        "--add-offset",
+        "0",
+        "--band-pattern",
+        S2_BAND_RE,
+    ]
     args += ["--date-pattern", S2_DAY_RE, "--bands", "B02,B03,B04,B08,B11"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -211,7 +222,7 @@ def test_cli_geotiff(ben: list[dict], tmp_path: Path, capsys: pytest.CaptureFixt
     args = ["data", "ingest", "geotiff", *s1, str(store), "--group", "s1", "--sensor", "s1", "--units", "dB"]
     args += ["--band-pattern", S1_POL_RE, "--append"]
     assert main(args) == 0
-    assert "s1: sentinel1_grd 1 dates" in capsys.readouterr().out
+    assert "s1: sentinel1_grd 1 date (" in capsys.readouterr().out
     assert main([*args, "--group", "s2"]) == 1  # s2 group exists: bands differ
     assert "cannot append bands" in capsys.readouterr().err
 
@@ -239,7 +250,7 @@ def _patch_copy(pair: dict, tmp_path: Path) -> Path:
 def _ingest_s2(files: Path | list[Path], store: Path, **kw: object) -> None:
     ingest_geotiff(
         files, store, "s2", kw.pop("sensor", "sentinel2_l2a"), units="reflectance",  # type: ignore[arg-type]
-        band_pattern=S2_BAND_RE, date_pattern=S2_DAY_RE, progress=False, **kw,  # type: ignore[arg-type]
+        add_offset=0.0, band_pattern=S2_BAND_RE, date_pattern=S2_DAY_RE, progress=False, **kw,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -273,9 +284,9 @@ def test_bad_input_files(ben: list[dict], eolearn_tifs: tuple[Path, dict], tmp_p
         _ingest_s2(d, store)
     with pytest.raises(UnknownSensorError, match="sentinel3"):
         _ingest_s2(pair["s2"], store, sensor="sentinel3")
-    with pytest.raises(IngestError, match="no date matching"):
+    with pytest.raises(IngestError, match="no acquisition date.*pass --date"):
         ingest_geotiff(pair["s2"], store, "s2", "s2", units="reflectance", band_pattern=S2_BAND_RE,
-                       date_pattern=r"_(\d{4}-\d{2}-\d{2})_", progress=False)  # fmt: skip
+                       date_pattern=r"_(\d{4}-\d{2}-\d{2})_", add_offset=0.0, progress=False)  # fmt: skip
     with pytest.raises(IngestError, match="resampling 'bicubic'"):
         _ingest_s2(pair["s2"], store, resampling="bicubic")
     assert not store.exists() and not list(tmp_path.glob(".bad.zarr.tmp-*"))
@@ -314,7 +325,7 @@ def test_bad_input_alignment(ben: list[dict], tmp_path: Path) -> None:
     _ingest_s2(a["s2"], store)
     with pytest.raises(IngestError, match=r"do not cover the same area|is in EPSG"):
         ingest_geotiff(b["s2"], store, "s2", "s2", units="reflectance", band_pattern=S2_BAND_RE,
-                       date_pattern=S2_DAY_RE, append=True, progress=False)  # fmt: skip
+                       date_pattern=S2_DAY_RE, add_offset=0.0, append=True, progress=False)  # fmt: skip
     assert CubeStore.open(store)["s2"].data.shape[0] == 1
 
 

@@ -2,7 +2,7 @@
 
 The ingest runs in a subprocess on the real eo-learn scenes written as one GeoTIFF per date. In the
 deterministic tests the subprocess stops after its first date is written into the hidden temporary
-store (``write_sensor`` is wrapped to signal and sleep), so the kill is known to land mid-transaction;
+store (``SensorWriter.write`` is wrapped to signal and sleep), so the kill is known to land mid-transaction;
 the slow sweep kills an unmodified ingest after a range of delays.
 """
 
@@ -33,19 +33,20 @@ _SCRIPT = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from spectravlm.data.ingest import ingest_geotiff
-    from spectravlm.data.store import StoreTransaction
+    from spectravlm.data.store import SensorWriter
 
     marker, store, mode, hold = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "hold"
     files = sys.argv[5:]
     if hold:
-        real = StoreTransaction.write_sensor
+        real = SensorWriter.write
 
-        def write_then_hold(self, group, cube):
-            real(self, group, cube)
-            marker.write_text(str(self.tmp))  # one date is in the temporary store now
+        def write_then_hold(self, t, *args, **kwargs):
+            real(self, t, *args, **kwargs)
+            tmp = Path(str(self.group.store_path.store.root))
+            marker.write_text(str(tmp))  # one window of a date is in the temporary store now
             time.sleep(120)  # the parent kills us here
 
-        StoreTransaction.write_sensor = write_then_hold
+        SensorWriter.write = write_then_hold
     ingest_geotiff(files, store, "s2", "sentinel2_l1c", units="reflectance", append=mode == "append",
                    overwrite=mode == "overwrite", progress=False)
     """
