@@ -284,7 +284,7 @@ def test_bad_input_files(ben: list[dict], eolearn_tifs: tuple[Path, dict], tmp_p
         _ingest_s2(d, store)
     with pytest.raises(UnknownSensorError, match="sentinel3"):
         _ingest_s2(pair["s2"], store, sensor="sentinel3")
-    with pytest.raises(IngestError, match="no acquisition date.*pass --date"):
+    with pytest.raises(IngestError, match=r"no acquisition date.*pass --date"):
         ingest_geotiff(pair["s2"], store, "s2", "s2", units="reflectance", band_pattern=S2_BAND_RE,
                        date_pattern=r"_(\d{4}-\d{2}-\d{2})_", add_offset=0.0, progress=False)  # fmt: skip
     with pytest.raises(IngestError, match="resampling 'bicubic'"):
