@@ -9,9 +9,9 @@ For each file the first source that answers wins:
    ``SENSING_TIME``, ``DATATAKE_1_DATATAKE_SENSING_START``, ``datetime``). ``TIFFTAG_DATETIME`` is
    *not* used: the TIFF specification makes it the file's creation time, not the acquisition's;
 4. ``date_pattern`` in the file name;
-5. ``date_pattern`` in the names of the folders above the file, nearest first (SAFE and product
-   folders such as ``S2A_MSIL2A_20170613T101031_N0205_R022_T33UUP_...SAFE``: the first date of a
-   Sentinel product name is its sensing start).
+5. ``date_pattern`` in the names of the folders above the file: a Sentinel product folder first
+   (``S2A_MSIL2A_20170613T101031_N0205_R022_T33UUP_...SAFE``: the first date of a Sentinel product
+   name is its sensing start), else the nearest folder with a date.
 
 Times are UTC, stored to the second.
 """
@@ -29,6 +29,7 @@ from spectravlm.errors import IngestError
 DEFAULT_DATE_PATTERN = r"(?<!\d)(?P<date>\d{8}T\d{6}|\d{8}|\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2})?)(?!\d)"
 """Finds ``20200115T101031``, ``20200115``, ``2020-01-15`` or ``2020-01-15T10:10:31`` in a name."""
 
+_PRODUCT_NAME = re.compile(r"^S[12][A-D]_")
 DATE_FORMATS = ("%Y%m%dT%H%M%S", "%Y%m%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 ACQUISITION_TAGS = (
     "ACQUISITION_DATETIME",
@@ -106,7 +107,17 @@ def tag_date(tags: dict[str, str], where: str) -> tuple[np.datetime64, str] | No
 
 
 def folder_date(path: Path, date_pattern: str, date_format: str | None) -> tuple[np.datetime64, str] | None:
-    """The time ``date_pattern`` finds in a folder name above ``path`` (nearest first), with the name."""
+    """The time ``date_pattern`` finds in a folder name above ``path``, with the folder's name.
+
+    A Sentinel product folder (``S1A_...``, ``S2B_MSIL2A_...``) wins over the folders below it (a SAFE
+    granule folder's date is its datastrip's, seconds after the product's sensing start); otherwise the
+    nearest folder with a date.
+    """
+    for folder in path.parents:
+        if _PRODUCT_NAME.match(folder.name):
+            found = find_date(folder.name, date_pattern, date_format)
+            if found is not None:
+                return found, folder.name
     for folder in path.parents:
         found = find_date(folder.name, date_pattern, date_format)
         if found is not None:

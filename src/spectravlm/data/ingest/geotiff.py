@@ -406,14 +406,29 @@ def scan_geotiffs(
     paths, _root = list_rasters(files)
     check_product_level(cat, paths)
     dates = _Dates(date, date_pattern, date_format, stac_sidecars)
-    with open_raster(str(paths[0])) as src:
+    extras: dict[Path, str] = {}  # quality and extra layers, by role ("scl", "cloud", "layer:<name>")
+    for p in paths:
+        role = next(
+            (f"layer:{n}" for n, pattern in (layers or {}).items() if re.search(pattern, p.name)), None
+        )
+        role = role or quality_role(p.name)
+        if role is not None:
+            extras[p] = role
+    band_paths = [p for p in paths if p not in extras]
+    if not band_paths:
+        raise IngestError(f"only quality or layer files among the {len(paths)} files (e.g. {paths[0].name})")
+    with open_raster(str(band_paths[0])) as src:
         multiband = src.count > 1 and band_pattern is None
     if multiband or (
-        band_pattern is None and bands is not None and len(bands) == 1 and not _any_band_token(paths, cat)
+        band_pattern is None
+        and bands is not None
+        and len(bands) == 1
+        and not _any_band_token(band_paths, cat)
     ):
-        result = _scan_multiband(cat, paths, bands, dates)
+        result = _scan_multiband(cat, band_paths, bands, dates)
+        _attach_extras(result.scenes, extras, dates)
     else:
-        result = _scan_per_band(cat, paths, bands, band_pattern, dates, layers or {})
+        result = _scan_per_band(cat, paths, bands, band_pattern, dates, extras)
     result.date_sources = dates.sources
     result.stac = _stac_facts(dates.stac_rasters)
     if result.skipped:
@@ -449,6 +464,22 @@ def check_product_level(cat: Sensor, paths: Sequence[Path]) -> None:
                 f"--sensor {cat.name}, but the files look like the other processing level ({why}); "
                 f"pass --sensor {_OTHER_LEVEL[cat.name]}"
             )
+
+
+def _attach_extras(scenes: list[Scene], extras: dict[Path, str], dates: _Dates) -> None:
+    """Give each multi-band scene its quality and layer files (by date)."""
+    by_time = {s.time: s for s in scenes}
+    for p, role in extras.items():
+        t = dates(p)
+        if t not in by_time:
+            raise IngestError(f"{p}: {role.split(':')[-1]} file of {t}, a date without band files")
+        scene = by_time[t]
+        if role == "scl":
+            scene.scl = Source(str(p))
+        elif role == "cloud":
+            scene.cloud = Source(str(p))
+        else:
+            scene.layers[role.split(":", 1)[1]] = Source(str(p))
 
 
 def _any_band_token(paths: list[Path], cat: Sensor) -> bool:
@@ -514,18 +545,12 @@ def _scan_per_band(
     bands: Sequence[str] | None,
     band_pattern: str | None,
     dates: _Dates,
-    layers: Mapping[str, str],
+    extras: dict[Path, str],
 ) -> ScanResult:
     skipped: list[tuple[Path, str]] = []
     found: dict[np.datetime64, dict[str, list[Path]]] = {}
     for p in paths:
-        role: str | None = None
-        for name, pattern in layers.items():
-            if re.search(pattern, p.name):
-                role = f"layer:{name}"
-                break
-        if role is None:
-            role = quality_role(p.name)
+        role: str | None = extras.get(p)
         if role is None:
             if band_pattern is not None:
                 raw = _match_group(band_pattern, p.name, "band")
