@@ -164,3 +164,55 @@ def test_kill_sweep_unmodified_ingest(tifs: list[Path], tmp_path: Path) -> None:
     # the next transaction on the path clears whatever the killed runs left behind
     ingest_geotiff(tifs, store, "s2", "s2_l1c", units="reflectance", overwrite=True, progress=False)
     assert _stale(store) == []
+
+
+_FOLDER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from spectravlm.data.ingest.biomassters import ingest_biomassters_folder
+
+    ingest_biomassters_folder(sys.argv[1], sys.argv[2], agbm_dir=sys.argv[3], workers=1, progress=False)
+    """
+)
+
+
+def test_folder_ingest_resumes_after_a_kill(biomassters_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL a whole-folder BioMassters ingest once some chips are stored; a rerun skips exactly those."""
+    from spectravlm.data.ingest.biomassters import ingest_biomassters_folder
+
+    features, agbm = tmp_path / "features", tmp_path / "agbm"
+    features.mkdir()
+    agbm.mkdir()
+    ids = [f"k{k:07d}" for k in range(8)]
+    for chip in ids:
+        for f in biomassters_dir.iterdir():
+            name = f.name.replace("0060c0a5", chip)
+            ((agbm if "agbm" in name else features) / name).symlink_to(f)
+    out = tmp_path / "stores"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    args = [sys.executable, "-c", _FOLDER_SCRIPT, str(features), str(out), str(agbm)]
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.zarr"))) < 2:
+        if proc.poll() is not None:
+            raise AssertionError(f"the ingest ended before the kill: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("no chip was stored in time")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert proc.stderr is not None
+    proc.stderr.close()
+    done = sorted(p.name[:-5] for p in out.glob("*.zarr"))
+    assert 2 <= len(done) < len(ids), done  # killed mid-folder
+    for chip in done:  # whatever is at a final path is a complete store
+        assert CubeStore.open(out / f"{chip}.zarr")["s2"].data.shape == (12, 10, 256, 256)
+    report = ingest_biomassters_folder(features, out, agbm_dir=agbm, workers=1, progress=False)
+    assert report.skipped == done and sorted(report.written) == sorted(set(ids) - set(done))
+    assert not report.failed and not list(out.glob(".*tmp-*"))  # the killed chip's build folder is gone
+    ref = CubeStore.open(out / f"{ids[0]}.zarr")
+    for chip in ids:
+        np.testing.assert_array_equal(
+            CubeStore.open(out / f"{chip}.zarr")["s1_asc"].data[:], ref["s1_asc"].data[:]
+        )
