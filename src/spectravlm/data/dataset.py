@@ -692,7 +692,7 @@ class LayerReader:
 
 def layer_steps(batch: SensorStack, name: str) -> torch.Tensor:
     """The per-date layer ``name`` that :meth:`LayerReader.attach` put in the targets, ``[B,T,H,W]``."""
-    steps = []
+    steps: list[torch.Tensor] = []
     while f"{name}[{len(steps)}]" in batch.targets:
         steps.append(batch.targets[f"{name}[{len(steps)}]"])
     if not steps:
