@@ -257,7 +257,10 @@ class GroupStats:
         self.db = StatsAccumulator(bands, "float64") if linear_sar else None
 
     def add(self, raw: np.ndarray, cloud: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
-        """Add one date ``(C, H, W)`` (or a window of it) with its cloud and mask layers."""
+        """Add raw values ``(C, ...)``: a date ``(C, H, W)``, a window, or dates ``(C, T, H, W)``.
+
+        ``cloud`` and ``mask`` are the matching ``(...)`` layers.
+        """
         valid = valid_pixels(raw, self.nodata, cloud, self.cloud_threshold, mask)
         self.raw.add(raw, valid)
         if self.db is not None:

@@ -989,19 +989,39 @@ class SensorWriter:
         mask: np.ndarray | None = None,
         layers: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """Write ``data`` ``(C, h, w)`` of date ``t`` (an index into ``spec.times``) at ``(row, col)``."""
+        """Write ``data`` ``(C, h, w)`` of date ``t`` (an index into ``spec.times``) at ``(row, col)``.
+
+        ``data`` may also be ``(n, C, h, w)``: dates ``t .. t + n - 1`` in one call (with ``(n, h, w)``
+        cloud, mask and layers), which lets zarr encode all their chunks concurrently.
+        """
         from spectravlm.data.validate import check_slab
 
-        check_slab(self, t, data, row, col, cloud, mask, layers or {})
-        ti = self.t0 + t
-        _, h, w = data.shape
+        layers = layers or {}
+        if data.ndim == 4:
+            n = data.shape[0]
+            for k in range(n):
+                check_slab(
+                    self,
+                    t + k,
+                    data[k],
+                    row,
+                    col,
+                    None if cloud is None else cloud[k],
+                    None if mask is None else mask[k],
+                    {name: v[k] for name, v in layers.items()},
+                )
+            ti: int | slice = slice(self.t0 + t, self.t0 + t + n)
+        else:
+            check_slab(self, t, data, row, col, cloud, mask, layers)
+            ti = self.t0 + t
+        h, w = data.shape[-2:]
         ys, xs = slice(row, row + h), slice(col, col + w)
         self._arrays["data"][ti, :, ys, xs] = data
         if cloud is not None:
             self._arrays["cloud"][ti, ys, xs] = cloud
         if mask is not None:
             self._arrays["mask"][ti, ys, xs] = mask
-        for name, values in (layers or {}).items():
+        for name, values in layers.items():
             self._arrays[name][ti, ys, xs] = values
 
 

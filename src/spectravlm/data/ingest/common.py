@@ -74,10 +74,13 @@ class GroupIngest:
         mask: np.ndarray | None = None,
         layers: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """Write one window of date ``t`` (see :meth:`SensorWriter.write`) and add it to the statistics."""
+        """Write one window of date ``t`` (of dates ``t ..`` for ``(n, C, h, w)`` data), add it to the stats.
+
+        See :meth:`SensorWriter.write`.
+        """
         self.writer.write(t, data, row, col, cloud, mask, layers)
         if self.acc is not None:
-            self.acc.add(data, cloud, mask)
+            self.acc.add(np.moveaxis(data, 1, 0) if data.ndim == 4 else data, cloud, mask)
 
     def finish(self) -> None:
         """Store the statistics (over every date of the group) with the group."""
@@ -108,12 +111,16 @@ def write_cube(
     spec = cube.spec()
     spec.times = np.asarray(cube.times)[order]
     writer = GroupIngest(tx, group, spec, stats=stats, cloud_threshold=cloud_threshold)
-    for k, i in enumerate(order):
-        writer.write(
-            k,
-            cube.data[i],
-            cloud=None if cube.cloud is None else cube.cloud[i],
-            mask=None if cube.mask is None else cube.mask[i],
-            layers={name: layer.data[i] for name, layer in cube.layers.items()},  # type: ignore[index]
-        )
+    sort = bool((order != np.arange(len(order))).any())
+
+    def ordered(a: np.ndarray) -> np.ndarray:
+        return a[order] if sort else a
+
+    writer.write(  # all dates in one call: zarr encodes their chunks concurrently
+        0,
+        ordered(cube.data),
+        cloud=None if cube.cloud is None else ordered(cube.cloud),
+        mask=None if cube.mask is None else ordered(cube.mask),
+        layers={name: ordered(layer.data) for name, layer in cube.layers.items()},  # type: ignore[arg-type]
+    )
     writer.finish()
