@@ -7,6 +7,8 @@ are read back once inside the same transaction so that ``stats`` cover the whole
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import numpy as np
 
 from spectravlm.data.stats import GroupStats, add_stored_dates, stats_source
@@ -27,6 +29,8 @@ class GroupIngest:
         stats: accumulate statistics and store them with the group.
         cloud_threshold: cloud probability at or above which a pixel is invalid (default: the stored
             group's threshold when appending, else 50).
+        background: accumulate the statistics of a window in a background thread while the next one
+            is read and written (one window in flight, so memory holds at most two).
 
     """
 
@@ -37,8 +41,11 @@ class GroupIngest:
         spec: SensorSpec,
         stats: bool = True,
         cloud_threshold: float | None = None,
+        background: bool = False,
     ) -> None:
         stored = tx.group_attrs(group)
+        self._pool = ThreadPoolExecutor(1) if background and stats else None
+        self._pending: Future[None] | None = None
         self.tx = tx
         self.group = group
         self.appending = stored is not None
@@ -79,11 +86,22 @@ class GroupIngest:
         See :meth:`SensorWriter.write`.
         """
         self.writer.write(t, data, row, col, cloud, mask, layers)
-        if self.acc is not None:
-            self.acc.add(np.moveaxis(data, 1, 0) if data.ndim == 4 else data, cloud, mask)
+        if self.acc is None:
+            return
+        values = np.moveaxis(data, 1, 0) if data.ndim == 4 else data
+        if self._pool is None:
+            self.acc.add(values, cloud, mask)
+            return
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(self.acc.add, values, cloud, mask)
 
     def finish(self) -> None:
         """Store the statistics (over every date of the group) with the group."""
+        if self._pool is not None:
+            if self._pending is not None:
+                self._pending.result()
+            self._pool.shutdown()
         if self.acc is None:
             return
         how = INGEST_STATS

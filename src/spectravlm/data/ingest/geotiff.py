@@ -660,6 +660,7 @@ def ingest_geotiff(
     stats: bool = True,
     progress: bool = True,
     read_threads: int = 2,
+    nested_reads: bool = True,
 ) -> ScanResult:
     r"""Ingest a raster time series into sensor group ``group`` of ``store`` (module docstring).
 
@@ -695,6 +696,8 @@ def ingest_geotiff(
         stats: store statistics accumulated during the ingest.
         progress: show a progress bar.
         read_threads: threads reading the band files of a row of chunks.
+        nested_reads: read bands on nested grids (S2 20/60 m on 10 m) directly with ``nearest``;
+            ``False``: through GDAL's warper (the same values, slower; kept for comparison).
 
     Returns:
         The scan: bands, scenes, skipped files and where the dates came from.
@@ -788,5 +791,6 @@ def ingest_geotiff(
             attrs={"resampling": method.name},
             progress=progress,
             read_threads=read_threads,
+            nested_reads=nested_reads,
         )
     return scan
