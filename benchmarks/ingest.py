@@ -22,9 +22,9 @@ timed round-robin in one process after a warm-up pass (warm page cache), median 
 * ``ingest_nostats`` (``stats=False``);
 * ``ingest+stats_pass``: ingest without statistics, then ``compute_stats`` (a second pass reading the store
   back: what ``spectravlm data ingest`` did before statistics moved into the ingest);
-* ``store_write`` / ``store_write_c1``: the write half only (arrays already in memory), with zarr's default
-  async concurrency (10 chunks encoded at once in its thread pool) and with concurrency 1 (one at a time):
-  whether parallel chunk encoding pays.
+* ``store_write`` / ``store_write_zarr``: the write half only (arrays already in memory), with the store's
+  direct chunk writer (:class:`~spectravlm.data.store.ChunkFiles`: whole chunks encoded by a thread pool
+  and written as files) and with every chunk through zarr-python's own write path.
 
 ``--part tile``: a synthetic Sentinel-2 L1C tile of ``--size`` px at 10 m (default 10980, a full tile), 13
 band files at their native 10/20/60 m resolutions, tiled 512 px, deflate + predictor (generated once into
@@ -58,11 +58,11 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 import rasterio
-import zarr
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from spectravlm.data import store as store_module
 from spectravlm.data.ingest import ingest_biomassters
 from spectravlm.data.ingest.biomassters import S1_NODATA, S2_BANDS, month_dates
 from spectravlm.data.stats import compute_stats
@@ -140,9 +140,14 @@ def store_write(arrays: dict[str, np.ndarray], path: Path) -> None:
         tx.write_target("agb", arrays["agb"], grid, units="t/ha")
 
 
-def store_write_c1(arrays: dict[str, np.ndarray], path: Path) -> None:
-    with zarr.config.set({"async.concurrency": 1}):
+def store_write_zarr(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """``store_write`` with every chunk written through zarr-python (no ChunkFiles fast path)."""
+    real = store_module.ChunkFiles.of
+    store_module.ChunkFiles.of = classmethod(lambda cls, array: None)  # type: ignore[method-assign,assignment]
+    try:
         store_write(arrays, path)
+    finally:
+        store_module.ChunkFiles.of = real  # type: ignore[method-assign]
 
 
 def blosc_encode(arrays: dict[str, np.ndarray]) -> int:
@@ -179,7 +184,7 @@ def part_chip(args: argparse.Namespace) -> None:
             "ingest_nostats": lambda: ingest_biomassters(args.chip, next(fresh), progress=False, stats=False),
             "ingest+stats_pass": two_pass,
             "store_write": lambda: store_write(arrays, next(fresh)),
-            "store_write_c1": lambda: store_write_c1(arrays, next(fresh)),
+            "store_write_zarr": lambda: store_write_zarr(arrays, next(fresh)),
         }
         for fn in methods.values():  # warm-up: page cache, imports, first-call costs
             fn()
@@ -324,8 +329,8 @@ def part_tile(args: argparse.Namespace) -> None:
                 shutil.rmtree(store)
     ceiling = statistics.median(runs["read"]) + statistics.median(runs["encode"])
     print(
-        f"tile {args.size} x {args.size} px, 13 bands (4 at 10 m, 6 at 20 m, 3 at 60 m): {decoded:.0f} MB decoded "
-        f"input, {out_mb:.0f} MB as the 10 m cube, store {store_mb:.0f} MB"
+        f"tile {args.size} x {args.size} px, 13 bands (4 at 10 m, 6 at 20 m, 3 at 60 m): {decoded:.0f} MB "
+        f"decoded input, {out_mb:.0f} MB as the 10 m cube, store {store_mb:.0f} MB"
     )
     print(f"read + encode ceiling: {ceiling:.1f} s (read {statistics.median(runs['read']):.1f}, encode "
           f"{statistics.median(runs['encode']):.1f})")  # fmt: skip
@@ -371,9 +376,11 @@ def part_folder(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             batch = ds.read_batch(list(range(len(ds))))
             dt_read = time.perf_counter() - t0
+            per_store = dt_open / len(stores) * 1e3
             print(f"  CubeDataset over {len(stores)} chip stores: built in {dt_open:.2f} s "
-                  f"({dt_open / len(stores) * 1e3:.0f} ms per store, empty-window pass included), "
-                  f"{len(ds)} windows read in {dt_read:.2f} s ({len(ds) / dt_read:.0f} windows/s)")  # fmt: skip
+                  f"({per_store:.0f} ms per store, empty-window pass included), {len(ds)} windows read in "
+                  f"{dt_read:.2f} s "
+                  f"({len(ds) / dt_read:.0f} windows/s)")  # fmt: skip
             del batch
             shutil.rmtree(out)
 

@@ -32,7 +32,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from tqdm.auto import tqdm
 
-from spectravlm.data.ingest.common import write_cube
+from spectravlm.data.ingest.common import GroupIngest, write_cube
 from spectravlm.data.store import CubeStore, Grid, SensorCube, StoreTransaction
 from spectravlm.errors import IngestError, SpectraVLMError, StoreError
 from spectravlm.io import atomic_write_text
@@ -133,7 +133,8 @@ def ingest_biomassters(
     s1_times: list[np.datetime64] = []
     s2_arrays: list[np.ndarray] = []
     s2_times: list[np.datetime64] = []
-    for m in tqdm(range(MONTHS), desc=f"ingest {chip_id}", disable=not progress):
+    todo: list[tuple[Path, int, str, list[np.ndarray], list[np.datetime64], np.datetime64]] = []
+    for m in range(MONTHS):
         for kind, count, dtype, arrays, times in (
             ("S1", 4, "float32", s1_arrays, s1_times),
             ("S2", 11, "uint16", s2_arrays, s2_times),
@@ -145,8 +146,14 @@ def ingest_biomassters(
                 raise IngestError(
                     f"{path} is missing (month {m:02d}); pass allow_missing=True to skip absent months"
                 )
-            arrays.append(_read(path, count, dtype))
-            times.append(dates[m])
+            todo.append((path, count, dtype, arrays, times, dates[m]))
+    with ThreadPoolExecutor(2) as pool:  # GDAL reads release the GIL: two files at a time
+        read = pool.map(lambda job: _read(job[0], job[1], job[2]), todo)
+        for (_, _, _, arrays, times, when), values in tqdm(
+            zip(todo, read, strict=True), total=len(todo), desc=f"ingest {chip_id}", disable=not progress
+        ):
+            arrays.append(values)
+            times.append(when)
     if not s2_arrays and not s1_arrays:
         raise IngestError(f"{chip_dir}: no S1 or S2 files for chip {chip_id}")
     agb_path = Path(agbm_dir or chip_dir) / f"{chip_id}_agbm.tif"
@@ -159,33 +166,37 @@ def ingest_biomassters(
         f"BioMassters chip {chip_id} ({chip_dir}); dates nominal (15th of month), start_year={start_year}"
     )
     title = f"BioMassters chip {chip_id}"
+    writers: list[GroupIngest] = []
     with StoreTransaction(store, mode="create", overwrite=overwrite, title=title) as tx:
         if s2_arrays:
             s2 = np.stack(s2_arrays)
             cloud = s2[:, 10]
             # 255 marks an unknown cloud probability: store it as 100 (treated as cloudy, never as clear).
             cloud = np.where(cloud > 100, 100, cloud).astype(np.uint8)
-            write_cube(
-                tx,
-                "s2",
-                SensorCube(
-                    sensor="sentinel2_l2a",
-                    bands=S2_BANDS,
-                    data=np.ascontiguousarray(s2[:, :10]),
-                    times=np.array(s2_times),
-                    grid=grid,
-                    nodata=None,
-                    cloud=cloud,
-                    scale_factor=1e-4,
-                    units="reflectance",
-                    source=source,
-                    attrs={
-                        "scale_source": "BioMassters: L2A reflectance x 1e4",
-                        "offset_source": "BioMassters: L2A reflectance x 1e4, no offset",
-                        "nodata_source": "none: BioMassters S2 has no fill value",
-                    },
-                ),
-                stats=stats,
+            writers.append(
+                write_cube(
+                    tx,
+                    "s2",
+                    SensorCube(
+                        sensor="sentinel2_l2a",
+                        bands=S2_BANDS,
+                        data=np.ascontiguousarray(s2[:, :10]),
+                        times=np.array(s2_times),
+                        grid=grid,
+                        nodata=None,
+                        cloud=cloud,
+                        scale_factor=1e-4,
+                        units="reflectance",
+                        source=source,
+                        attrs={
+                            "scale_source": "BioMassters: L2A reflectance x 1e4",
+                            "offset_source": "BioMassters: L2A reflectance x 1e4, no offset",
+                            "nodata_source": "none: BioMassters S2 has no fill value",
+                        },
+                    ),
+                    stats=stats,
+                    background=True,
+                )
             )
         if s1_arrays:
             s1 = np.stack(s1_arrays)
@@ -193,24 +204,29 @@ def ingest_biomassters(
                 ("s1_asc", slice(0, 2), "ascending"),
                 ("s1_desc", slice(2, 4), "descending"),
             ):
-                write_cube(
-                    tx,
-                    group,
-                    SensorCube(
-                        sensor="sentinel1_grd",
-                        bands=("VV", "VH"),
-                        data=np.ascontiguousarray(s1[:, sl]),
-                        times=np.array(s1_times),
-                        grid=grid,
-                        nodata=S1_NODATA,
-                        units="dB",
-                        orbit=orbit,
-                        source=source,
-                        attrs={"nodata_source": "BioMassters: -9999 = missing S1"},
-                    ),
-                    stats=stats,
+                writers.append(
+                    write_cube(
+                        tx,
+                        group,
+                        SensorCube(
+                            sensor="sentinel1_grd",
+                            bands=("VV", "VH"),
+                            data=np.ascontiguousarray(s1[:, sl]),
+                            times=np.array(s1_times),
+                            grid=grid,
+                            nodata=S1_NODATA,
+                            units="dB",
+                            orbit=orbit,
+                            source=source,
+                            attrs={"nodata_source": "BioMassters: -9999 = missing S1"},
+                        ),
+                        stats=stats,
+                        background=True,
+                    )
                 )
         tx.write_target("agb", agb, grid, units="t/ha", long_name="above-ground biomass")
+        for writer in writers:  # statistics computed in the background while the rest was written
+            writer.finish()
 
 
 @dataclass

@@ -120,15 +120,20 @@ def write_cube(
     cube: SensorCube,
     stats: bool = True,
     cloud_threshold: float | None = None,
-) -> None:
-    """Write an in-memory :class:`SensorCube` date by date, with statistics from the same arrays."""
+    background: bool = False,
+) -> GroupIngest:
+    """Write an in-memory :class:`SensorCube`, with statistics from the same arrays.
+
+    With ``background`` the statistics are still being computed when this returns: call ``finish()`` on
+    the returned :class:`GroupIngest` (the transaction's other writes can go on meanwhile).
+    """
     from spectravlm.data.validate import check_cube
 
     check_cube(cube, where=f"{tx.path}/{group}")
     order = np.argsort(cube.times, kind="stable")
     spec = cube.spec()
     spec.times = np.asarray(cube.times)[order]
-    writer = GroupIngest(tx, group, spec, stats=stats, cloud_threshold=cloud_threshold)
+    writer = GroupIngest(tx, group, spec, stats=stats, cloud_threshold=cloud_threshold, background=background)
     sort = bool((order != np.arange(len(order))).any())
 
     def ordered(a: np.ndarray) -> np.ndarray:
@@ -141,4 +146,6 @@ def write_cube(
         mask=None if cube.mask is None else ordered(cube.mask),
         layers={name: ordered(layer.data) for name, layer in cube.layers.items()},  # type: ignore[arg-type]
     )
-    writer.finish()
+    if not background:
+        writer.finish()
+    return writer
