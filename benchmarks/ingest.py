@@ -33,6 +33,13 @@ the encode ceiling (blosc over the store's chunks of the 13-band 10 m cube, the 
 row of chunks at a time), and ``ingest_geotiff`` in a fresh subprocess with statistics (read threads 2 and
 1) and without, reporting its peak RSS (``VmHWM``).
 
+``--part odc``: the reading question of the STAC ingest: ``ingest_stac`` (our windowed reader) against
+odc-stac (``odc.stac.load`` into dask chunks of one row of 256 px chunks, then ``to_zarr`` with the same
+codec), both from one STAC item over the ``--size`` tile's files, each in a fresh subprocess (time, peak
+RSS). odc-stac is not a dependency of the library; install it beside the venv to run this part (the
+figures in RESULTS.md: ``pip install --no-deps --target /tmp/odc_pkgs odc-stac odc-geo odc-loader dask
+toolz partd locket cloudpickle cachetools importlib_metadata zipp lazy-importer`` and ``PYTHONPATH``).
+
 ``--part folder``: ``ingest_biomassters_folder`` over 8 copies of the chip (symlinked under other ids):
 chips per second with 1 and 2 worker processes, and the cost of opening many per-chip stores in a
 ``CubeDataset`` (the loader's side of "one store per chip").
@@ -385,9 +392,95 @@ def part_folder(args: argparse.Namespace) -> None:
             shutil.rmtree(out)
 
 
+_ODC_SCRIPT = textwrap.dedent(
+    """
+    import sys, time, warnings
+    warnings.simplefilter("ignore")
+    import pystac
+    item = pystac.Item.from_file(sys.argv[1])
+    t0 = time.perf_counter()
+    if sys.argv[3] == "odc":
+        import dask, numcodecs, odc.stac
+        from zarr.codecs import BloscCodec
+        dask.config.set(scheduler="threads", num_workers=2)
+        from affine import Affine
+        from odc.geo.geobox import GeoBox
+        ref = item.assets["B02"].extra_fields  # the 10 m grid, exactly (as our ingest's target)
+        gbox = GeoBox(tuple(ref["proj:shape"]), Affine(*ref["proj:transform"]), "EPSG:32633")
+        ds = odc.stac.load([item], bands=sys.argv[4].split(","), geobox=gbox, resampling="nearest",
+                           chunks={"time": 1, "y": 256, "x": -1})
+        cube = ds.to_array("band").transpose("time", "band", "y", "x").rename("data").to_dataset()
+        cube = cube.chunk({"time": 1, "band": -1, "y": 256, "x": 256})
+        enc = {"data": {"compressors": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")}}
+        cube.to_zarr(sys.argv[2], mode="w", encoding=enc, zarr_format=3, consolidated=False)
+    else:
+        from spectravlm.data.ingest import ingest_stac
+        ingest_stac(sys.argv[1], sys.argv[2], "s2", "sentinel2_l1c", stats=sys.argv[3] == "ours",
+                    overwrite=True, progress=False)
+    dt = time.perf_counter() - t0
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]
+    print(dt, int(hwm) / 1024)
+    """
+)
+
+
+def tile_item(files: list[Path], path: Path) -> Path:
+    """A STAC item over the tile's band files, with the proj and raster fields odc-stac needs."""
+    import json
+    from datetime import UTC, datetime
+
+    import pystac
+
+    from rasterio.warp import transform_geom
+
+    with rasterio.open(files[1]) as src:  # B02, 10 m
+        left, bottom, right, top = src.bounds
+    ring = [[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]
+    geometry = transform_geom("EPSG:32633", "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
+    lons = [p[0] for p in geometry["coordinates"][0]]
+    lats = [p[1] for p in geometry["coordinates"][0]]
+    when = datetime(2020, 6, 13, 10, 10, 31, tzinfo=UTC)
+    bbox = [min(lons), min(lats), max(lons), max(lats)]
+    item = pystac.Item("tile", dict(geometry), bbox, when, {"proj:epsg": 32633})
+    for f in files:
+        band = f.name.split("_")[-1][:3]
+        with rasterio.open(f) as src:
+            shape, transform = [src.height, src.width], list(src.transform)[:6]
+        item.add_asset(band, pystac.Asset(str(f), media_type=pystac.MediaType.GEOTIFF, roles=["data"],
+                       extra_fields={"eo:bands": [{"name": band}], "proj:shape": shape, "proj:transform": transform,
+                                     "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": 0.0,
+                                                       "data_type": "uint16"}]}))  # fmt: skip
+    path.write_text(json.dumps(item.to_dict(include_self_link=False)))
+    return path
+
+
+def part_odc(args: argparse.Namespace) -> None:
+    files = make_tile(args.tile_dir / f"tile{args.size}", args.size)
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        item = tile_item(files, Path(tmp) / "item.json")
+        read_ceiling(files, args.size)  # warm the page cache
+        runs: dict[str, list[tuple[float, float]]] = {"ours": [], "ours_nostats": [], "odc": []}
+        for _ in range(args.reps):
+            for name in runs:
+                store = Path(tmp) / "out.zarr"
+                cmd = [sys.executable, "-c", _ODC_SCRIPT, str(item), str(store), name, ",".join(S2_RES)]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode:
+                    raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+                out = done.stdout.split()
+                runs[name].append((float(out[0]), float(out[1])))
+                shutil.rmtree(store)
+    print(f"tile {args.size} px, 13 bands from one STAC item; each run in a fresh process ({args.reps} reps)")
+    for name, rs in runs.items():
+        label = {"ours": "ingest_stac (stats)", "ours_nostats": "ingest_stac (no stats)",
+                 "odc": "odc.stac.load + to_zarr (dask, 2 threads)"}[name]  # fmt: skip
+        print(f"{label:<44} median {statistics.median(r[0] for r in rs):6.1f} s, "
+              f"peak RSS {max(r[1] for r in rs):6.0f} MiB")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("chip", "tile", "folder"), default="chip")
+    parser.add_argument("--part", choices=("chip", "tile", "odc", "folder"), default="chip")
     parser.add_argument("--chip", type=Path, default=CHIP)
     parser.add_argument("--reps", type=int, default=None, help="default 7 (chip), 2 (tile)")
     parser.add_argument("--size", type=int, default=10980, help="tile edge in px at 10 m")
@@ -404,6 +497,9 @@ def main() -> None:
     elif args.part == "tile":
         args.reps = args.reps or 2
         part_tile(args)
+    elif args.part == "odc":
+        args.reps = args.reps or 1
+        part_odc(args)
     else:
         part_folder(args)
 
