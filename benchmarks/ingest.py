@@ -430,7 +430,6 @@ def tile_item(files: list[Path], path: Path) -> Path:
     from datetime import UTC, datetime
 
     import pystac
-
     from rasterio.warp import transform_geom
 
     with rasterio.open(files[1]) as src:  # B02, 10 m
@@ -446,10 +445,14 @@ def tile_item(files: list[Path], path: Path) -> Path:
         band = f.name.split("_")[-1][:3]
         with rasterio.open(f) as src:
             shape, transform = [src.height, src.width], list(src.transform)[:6]
+        fields = {
+            "eo:bands": [{"name": band}],
+            "proj:shape": shape,
+            "proj:transform": transform,
+            "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": 0.0, "data_type": "uint16"}],
+        }
         item.add_asset(band, pystac.Asset(str(f), media_type=pystac.MediaType.GEOTIFF, roles=["data"],
-                       extra_fields={"eo:bands": [{"name": band}], "proj:shape": shape, "proj:transform": transform,
-                                     "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": 0.0,
-                                                       "data_type": "uint16"}]}))  # fmt: skip
+                                          extra_fields=fields))  # fmt: skip
     path.write_text(json.dumps(item.to_dict(include_self_link=False)))
     return path
 
