@@ -296,3 +296,49 @@ def test_cli_messages_name_flags_and_iso_dates(ben: list[dict], tmp_path: Path, 
     assert "date 2017-06-13T00:00:00 lacks band file(s) for B8A" in err and "datetime.datetime" not in err
     assert main(["data", "ingest", "biomassters", str(tmp_path), str(tmp_path / "b.zarr")]) == 1
     assert "holds 0 chips" in capsys.readouterr().err
+
+
+def test_cog_folder_with_a_stac_item_beside_it(ben: list[dict], tmp_path: Path) -> None:
+    """The public-bucket layout: one folder per scene, B02.tif ... SCL.tif (no dates in the names) and the
+    scene's STAC item JSON beside them: date, offset and nodata come from the item."""
+    import pystac
+    from datetime import UTC, datetime
+
+    pair = ben[0]
+    scene = tmp_path / "S2A_33UUP_0_L2A"  # no date anywhere in the path
+    scene.mkdir()
+    item = pystac.Item("S2A_33UUP_20220613_0_L2A", None, None, datetime(2022, 6, 13, 10, 10, 31, tzinfo=UTC), {})
+    for f in pair["s2"].glob("*_B*.tif"):
+        band = f.name.rsplit("_", 1)[1][:-4]
+        shutil.copy(f, scene / f"{band}.tif")
+        raster = [{"nodata": 0, "scale": 0.0001, "offset": -0.1, "data_type": "uint16"}]
+        item.add_asset(band, pystac.Asset(href=f"./{band}.tif", roles=["data"],
+                                          extra_fields={"raster:bands": raster}))  # fmt: skip
+    for name in ("AOT", "WVP"):  # not bands: skipped and listed
+        shutil.copy(next(pair["s2"].glob("*_B05.tif")), scene / f"{name}.tif")
+        item.add_asset(name, pystac.Asset(href=f"./{name}.tif", roles=["data"]))
+    item.set_self_href(str(scene / f"{item.id}.json"))
+    item.make_asset_hrefs_relative()
+    item.save_object(include_self_link=False)
+    with pytest.warns(UserWarning, match=r"skipped 2 files.*AOT\.tif"):
+        scan = ingest_geotiff(scene, tmp_path / "s.zarr", "s2", "sentinel2_l2a", units="reflectance",
+                              progress=False)  # fmt: skip
+    g = CubeStore.open(tmp_path / "s.zarr")["s2"]
+    assert [str(t) for t in g.times] == ["2022-06-13T10:10:31"] and "STAC item S2A_33UUP" in g.attrs["source"]
+    assert (g.scale_factor, g.add_offset, g.nodata) == (1e-4, -0.1, 0.0)
+    assert "STAC item beside the files" in g.attrs["offset_source"] and len(scan.bands) == 12
+
+
+def test_date_from_an_acquisition_tag(eolearn_dir: Path, tmp_path: Path) -> None:
+    files = _float_tifs(eolearn_dir, tmp_path / "tags", fill=False)
+    undated = tmp_path / "undated"
+    undated.mkdir()
+    for k, f in enumerate(sorted(files)):
+        target = undated / f"scene{k}.tif"
+        shutil.copy(f, target)
+        with rasterio.open(target, "r+") as dst:
+            dst.update_tags(ACQUISITION_DATE=f"{f.stem[3:]}T10:00:08Z", TIFFTAG_DATETIME="2024:01:01 00:00:00")
+    ingest_geotiff(undated, tmp_path / "t.zarr", "s2", "s2_l1c", units="reflectance", progress=False)
+    g = CubeStore.open(tmp_path / "t.zarr")["s2"]
+    assert [str(t)[:10] for t in g.times] == sorted(f.stem[3:] for f in files)
+    assert str(g.times[0])[11:] == "10:00:08" and "metadata item ACQUISITION_DATE" in g.attrs["source"]

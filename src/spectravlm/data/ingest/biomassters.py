@@ -354,6 +354,8 @@ def ingest_biomassters_folder(
             # forkserver/spawn: never fork a parent whose zarr event loop or GDAL handles are live
             method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
             ctx = multiprocessing.get_context(method)
+            if method == "forkserver":  # workers fork from a server that imported the ingest once
+                ctx.set_forkserver_preload([__name__])
             results = []
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 futures = [pool.submit(_chip_task, *a) for a in args]
