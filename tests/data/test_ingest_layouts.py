@@ -301,13 +301,16 @@ def test_cli_messages_name_flags_and_iso_dates(ben: list[dict], tmp_path: Path, 
 def test_cog_folder_with_a_stac_item_beside_it(ben: list[dict], tmp_path: Path) -> None:
     """The public-bucket layout: one folder per scene, B02.tif ... SCL.tif (no dates in the names) and the
     scene's STAC item JSON beside them: date, offset and nodata come from the item."""
-    import pystac
     from datetime import UTC, datetime
+
+    import pystac
 
     pair = ben[0]
     scene = tmp_path / "S2A_33UUP_0_L2A"  # no date anywhere in the path
     scene.mkdir()
-    item = pystac.Item("S2A_33UUP_20220613_0_L2A", None, None, datetime(2022, 6, 13, 10, 10, 31, tzinfo=UTC), {})
+    item = pystac.Item(
+        "S2A_33UUP_20220613_0_L2A", None, None, datetime(2022, 6, 13, 10, 10, 31, tzinfo=UTC), {}
+    )
     for f in pair["s2"].glob("*_B*.tif"):
         band = f.name.rsplit("_", 1)[1][:-4]
         shutil.copy(f, scene / f"{band}.tif")
@@ -337,7 +340,9 @@ def test_date_from_an_acquisition_tag(eolearn_dir: Path, tmp_path: Path) -> None
         target = undated / f"scene{k}.tif"
         shutil.copy(f, target)
         with rasterio.open(target, "r+") as dst:
-            dst.update_tags(ACQUISITION_DATE=f"{f.stem[3:]}T10:00:08Z", TIFFTAG_DATETIME="2024:01:01 00:00:00")
+            dst.update_tags(
+                ACQUISITION_DATE=f"{f.stem[3:]}T10:00:08Z", TIFFTAG_DATETIME="2024:01:01 00:00:00"
+            )
     ingest_geotiff(undated, tmp_path / "t.zarr", "s2", "s2_l1c", units="reflectance", progress=False)
     g = CubeStore.open(tmp_path / "t.zarr")["s2"]
     assert [str(t)[:10] for t in g.times] == sorted(f.stem[3:] for f in files)
