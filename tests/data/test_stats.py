@@ -8,6 +8,7 @@ from spectravlm.data.stats import (
     PERCENTILES,
     StatsAccumulator,
     compute_stats,
+    dn_hint,
     normalisation_stats,
 )
 from spectravlm.data.store import CubeStore, Grid, SensorCube
@@ -183,5 +184,13 @@ def test_normalisation_stats_per_unit(tmp_path):
         np.median(10 * np.log10(lin[:, 0][valid])), abs=0.01
     )
 
-    with pytest.raises(DataConfigError, match="--calibration-constant"):
-        normalisation_stats(store["s1_dn"])
+    # uncalibrated DN have no encoder domain: no statistics, and the hint names the flags that calibrate
+    assert normalisation_stats(store["s1_dn"]) is None
+    assert "--calibration-constant K --db" in dn_hint(store["s1_dn"])
+    # a band without valid pixels, or units that do not fit the sensor: no statistics / an error
+    g = store["s2"]
+    g.stats = {**g.stats, "B04": {"count": 0}}
+    assert normalisation_stats(g) is None
+    g.units = "dB"
+    with pytest.raises(DataConfigError, match="optical sensor sentinel2_l2a stored in 'dB'"):
+        normalisation_stats(g)

@@ -373,15 +373,14 @@ def normalisation_stats(group: SensorGroup) -> dict[str, tuple[int, float, float
     * SAR groups stored in ``linear`` power: the dB statistics (``stats_db``), because the encoder
       normalises SAR in dB.
 
-    A band without valid pixels gives ``(0, nan, nan)``.
-
     Returns:
-        The statistics, or ``None`` when the group has no statistics (``spectravlm data stats`` not run).
+        The statistics, or ``None`` when the group has none usable: no statistics (``spectravlm data
+        stats`` not run, or dropped by an append), a band without valid pixels, a linear-power group whose
+        statistics predate ``stats_db``, or uncalibrated ``DN`` values (which have no encoder domain; the
+        flags that store calibrated values instead are in :func:`dn_hint`).
 
     Raises:
-        DataConfigError: the group's units are ``DN`` (uncalibrated; nothing to normalise into), do not fit
-            the sensor kind, or are unknown; a linear-power group whose statistics lack ``stats_db`` (computed
-            by an older version: rerun ``spectravlm data stats``).
+        DataConfigError: units that are unknown, or that do not fit the sensor (optical values in dB).
 
     """
     if not group.stats:
@@ -390,43 +389,33 @@ def normalisation_stats(group: SensorGroup) -> dict[str, tuple[int, float, float
     try:
         unit = canonical_units(group.units)
     except StoreError as err:
-        raise DataConfigError(str(err)) from err
-    kind = group.sensor.kind
+        raise DataConfigError(f"{where}: {err}") from None
     if unit == "DN":
-        raise DataConfigError(
-            f"{where}: values are uncalibrated digital numbers (units DN); {dn_hint(group)}"
-        )
+        return None
+    kind = group.sensor.kind
     expected = ("reflectance",) if kind == "optical" else ("dB", "linear")
     if unit not in expected:
         raise DataConfigError(
             f"{where}: {kind} sensor {group.sensor.name} stored in {unit!r}; expected {' or '.join(expected)}"
         )
     if unit == "linear":
-        if not group.stats_db:
-            raise DataConfigError(
-                f"{where}: linear-power statistics without their dB counterpart (stats_db); "
-                f"rerun `spectravlm data stats {group.store.path}`"
-            )
         source, scale, offset = group.stats_db, 1.0, 0.0
     else:
         source, scale, offset = group.stats, group.scale_factor, group.add_offset
     out: dict[str, tuple[int, float, float]] = {}
     for band in group.bands:
         entry = source.get(band)
-        if entry is None:
-            raise DataConfigError(
-                f"{where}: statistics lack band {band!r}; rerun `spectravlm data stats {group.store.path}`"
-            )
-        n = int(entry.get("count", 0))
-        if n == 0:
-            out[band] = (0, float("nan"), float("nan"))
-        else:
-            out[band] = (n, entry["mean"] * scale + offset, entry["std"] * abs(scale))
+        if not entry or not entry.get("count"):
+            return None
+        out[band] = (int(entry["count"]), entry["mean"] * scale + offset, entry["std"] * abs(scale))
     return out
 
 
 def dn_hint(group: SensorGroup) -> str:
-    """What to do about a group stored in uncalibrated DN: the flags that store calibrated values."""
+    """What to do about a group stored in uncalibrated DN: the flags that store calibrated values.
+
+    For the message of whatever refuses DN (the encoder, a loader that needs physical values).
+    """
     if group.sensor.kind == "sar":
         return (
             "re-ingest with calibration: `spectravlm data ingest s1-grd SCENE STORE --db` (the SAFE "
