@@ -7,6 +7,7 @@ back through ``AutoModelForCausalLM.from_pretrained(folder)``: the code path use
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,13 @@ def make_vlm(
     numeric: str = "xval",
     bridge: QFormerBridgeConfig | None = None,
     seed: int = 0,
+    quiet: bool = True,
     **config: Any,
 ) -> SpectraVLM:
-    """A tiny SpectraVLM: test encoder (D=32), tiny Q-Former, the LLM loaded from ``llm_dir``."""
+    """A tiny SpectraVLM: test encoder (D=32), tiny Q-Former, the LLM loaded from ``llm_dir``.
+
+    ``quiet`` hides the pad-token warning of the GPT-2 family's tokenizer (its own test checks it).
+    """
     torch.manual_seed(seed)
     encoder = spectral_encoder_test(patch_size=8)
     llm = config.pop("llm", None) or LLMConfig(name_or_path=str(llm_dir))
@@ -118,4 +123,7 @@ def make_vlm(
         numeric=NumericConfig(mode=numeric),  # type: ignore[arg-type]
         **config,
     )
-    return SpectraVLM(cfg, encoder=encoder)
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.filterwarnings("ignore", message="the LLM's tokenizer has no pad token")
+        return SpectraVLM(cfg, encoder=encoder)

@@ -87,11 +87,17 @@ def apply_lora(model: nn.Module, settings: LoraSettings, model_type: str) -> nn.
     targets = settings.target_modules or default_lora_targets(model_type)
     check_lora_targets(model, targets)
     settings.target_modules = tuple(targets)
+    from transformers.pytorch_utils import Conv1D
+
+    conv1d = any(
+        isinstance(m, Conv1D) and any(n == t or n.endswith("." + t) for t in targets) for n, m in model.named_modules()
+    )
     config = peft.LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=list(targets),
+        fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight transposed
         task_type="CAUSAL_LM",
     )
     return peft.get_peft_model(model, config)  # type: ignore[no-any-return]

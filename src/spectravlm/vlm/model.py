@@ -223,8 +223,8 @@ class SpectraVLM(nn.Module):
         self.encoder.requires_grad_(not config.freeze_encoder)
         llm.requires_grad_(not config.llm.freeze)
         if config.gradient_checkpointing:
-            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
-            self.bridge.qformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _checkpointing(llm)
+            _checkpointing(self.bridge.qformer)
         if config.llm.lora is not None:
             llm = apply_lora(llm, config.llm.lora, config.llm.model_type)
         self.llm = llm
@@ -518,6 +518,15 @@ class SpectraVLM(nn.Module):
     def inputs(self, prompts: str | Sequence[str], targets: str | Sequence[str] | None = None) -> VLMInputs:
         """The processor's tensors for ``prompts`` (and ``targets``), on the model's device."""
         return self.processor(prompts, targets, device=self.bridge.query_tokens.device)
+
+
+def _checkpointing(model: nn.Module) -> None:
+    """Turn on a transformers model's activation checkpointing (non-reentrant: frozen weights work)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # pragma: no cover - older transformers
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
 
 
 def _count_scenes(scenes: Scenes) -> int:

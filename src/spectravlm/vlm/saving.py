@@ -61,7 +61,13 @@ def save_vlm(model: SpectraVLM, path: str | Path, overwrite: bool = False) -> Pa
     """
     from spectravlm import __version__
 
+    from spectravlm.vlm.model import embedding_fingerprint
+
     config = model.config
+    config.llm.fingerprint = embedding_fingerprint(
+        model.llm.get_input_embeddings().weight,  # type: ignore[operator]
+        config.base_vocab_size,
+    )  # at save time: a trained LLM's embeddings may have changed
     with AtomicDirectory(path, overwrite=overwrite, what="SpectraVLM folder") as tmp:
         doc = {"format_version": FORMAT_VERSION, "spectravlm_version": __version__, "config": config.to_dict()}
         atomic_write_text(json.dumps(doc, indent=2) + "\n", tmp / CONFIG_FILE)
