@@ -11,6 +11,7 @@ Used by the numeric and VLM tests (``from numeric.tiny_tokenizers import BUILDER
 from __future__ import annotations
 
 import string
+
 from transformers import PreTrainedTokenizerFast
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers

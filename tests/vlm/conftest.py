@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 from transformers import AutoModelForCausalLM as Auto
+from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
 from numeric.tiny_tokenizers import build_gpt2_like, build_llama3_like, build_spm_digits
 from spectravlm.data.dataset import CubeDataset

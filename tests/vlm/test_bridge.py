@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+from transformers import (
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2QFormerConfig,
+    Blip2VisionConfig,
+    OPTConfig,
+)
 
 from spectravlm.encoders.outputs import EncoderOutput
 from spectravlm.encoders.spectral import spectral_encoder_test
@@ -204,8 +210,11 @@ def test_blip2_errors_name_what_is_wrong(tmp_path: Path) -> None:
     no_qformer = tmp_path / "vision_only"
     no_qformer.mkdir()
     (no_qformer / "config.json").write_text((tmp_path / "blip2" / "config.json").read_text())
-    save_file({"vision_model.embeddings.patch_embedding.weight": torch.zeros(2, 2)}, str(no_qformer / "model.safetensors"))
-    with pytest.raises(ModelConfigError, match="holds no Q-Former weights.*'qformer"):
+    save_file(
+        {"vision_model.embeddings.patch_embedding.weight": torch.zeros(2, 2)},
+        str(no_qformer / "model.safetensors"),
+    )
+    with pytest.raises(ModelConfigError, match=r"holds no Q-Former weights.*'qformer"):
         _bridge(init_from=str(no_qformer))
 
     other = tmp_path / "llama"
@@ -216,5 +225,5 @@ def test_blip2_errors_name_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(ModelConfigError, match="missing does not exist"):
         _bridge(init_from=str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelConfigError, match="has no config.json"):
+    with pytest.raises(ModelConfigError, match=r"has no config\.json"):
         _bridge(init_from=str(tmp_path / "empty"))

@@ -41,7 +41,9 @@ def _set_head_value(model: SpectraVLM, value: float) -> None:
         last.bias.fill_(float(scale_values(torch.tensor(value))))
 
 
-def _teacher_forced(model: SpectraVLM, scenes: SensorStack, prompt: str, gen: VLMGeneration, row: int = 0) -> torch.Tensor:
+def _teacher_forced(
+    model: SpectraVLM, scenes: SensorStack, prompt: str, gen: VLMGeneration, row: int = 0
+) -> torch.Tensor:
     """Logits of a full forward over the prompt and the generated tokens (with their values)."""
     inputs = model.inputs([prompt])
     new = gen.sequences[row, gen.prompt_length :]
@@ -53,32 +55,51 @@ def _teacher_forced(model: SpectraVLM, scenes: SensorStack, prompt: str, gen: VL
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_batched_generation_equals_one_by_one(family: str, llm_dirs: dict[str, Path], demo_store_64: Path) -> None:
+def test_batched_generation_equals_one_by_one(
+    family: str, llm_dirs: dict[str, Path], demo_store_64: Path
+) -> None:
     """Left-padded prompts of different lengths give what each prompt gives alone (greedy)."""
     model = make_vlm(llm_dirs[family])
     _set_head_value(model, 87.6)
     both = read_scenes(demo_store_64, [0, 1])
     plan = {1: model.tokenizer.num_token_ids[1]}  # a number in every answer
-    batched = model.generate(both, PROMPTS, max_new_tokens=10, logits_processor=LogitsProcessorList([Force(model.inputs(PROMPTS).input_ids.shape[1], plan)]))
+    batched = model.generate(
+        both,
+        PROMPTS,
+        max_new_tokens=10,
+        logits_processor=LogitsProcessorList([Force(model.inputs(PROMPTS).input_ids.shape[1], plan)]),
+    )
     assert batched.sequences.shape[1] > batched.prompt_length
     for row, prompt in enumerate(PROMPTS):
         scene = read_scenes(demo_store_64, [row])
         length = model.inputs([prompt]).input_ids.shape[1]
-        alone = model.generate(scene, [prompt], max_new_tokens=10, logits_processor=LogitsProcessorList([Force(length, plan)]))
+        alone = model.generate(
+            scene, [prompt], max_new_tokens=10, logits_processor=LogitsProcessorList([Force(length, plan)])
+        )
         new = batched.sequences[row, batched.prompt_length :]
-        assert new.tolist()[: alone.sequences.shape[1] - alone.prompt_length] == alone.sequences[0, alone.prompt_length :].tolist()
+        assert (
+            new.tolist()[: alone.sequences.shape[1] - alone.prompt_length]
+            == alone.sequences[0, alone.prompt_length :].tolist()
+        )
         assert batched.texts[row] == alone.texts[0]
         assert batched.numbers[row] == pytest.approx(alone.numbers[0], rel=1e-5)
         assert len(alone.numbers[0]) >= 1
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cached_generation_equals_a_full_forward_with_the_values(family: str, llm_dirs: dict[str, Path], scenes: SensorStack) -> None:
-    """Each greedy token is the argmax of a full (uncached) forward; a generated number enters with its value."""
+def test_cached_generation_equals_a_full_forward_with_the_values(
+    family: str, llm_dirs: dict[str, Path], scenes: SensorStack
+) -> None:
+    """Each greedy token is the argmax of a full (uncached) forward; a number enters with its value."""
     model = make_vlm(llm_dirs[family])
     _set_head_value(model, 152.3)
     length = model.inputs(PROMPTS).input_ids.shape[1]
-    gen = model.generate(scenes, PROMPTS, max_new_tokens=8, logits_processor=LogitsProcessorList([Force(length, {0: model.tokenizer.num_token_ids[1]})]))
+    gen = model.generate(
+        scenes,
+        PROMPTS,
+        max_new_tokens=8,
+        logits_processor=LogitsProcessorList([Force(length, {0: model.tokenizer.num_token_ids[1]})]),
+    )
     for row, prompt in enumerate(PROMPTS):
         logits = _teacher_forced(model, _row(scenes, row), prompt, gen, row)
         p = model.inputs([prompt]).input_ids.shape[1]
@@ -102,7 +123,9 @@ def _row(scenes: SensorStack, row: int) -> SensorStack:
 
     return SensorStack(
         series={
-            g: replace(s, values=s.values[row : row + 1], times=s.times[row : row + 1], valid=s.valid[row : row + 1])
+            g: replace(
+                s, values=s.values[row : row + 1], times=s.times[row : row + 1], valid=s.valid[row : row + 1]
+            )
             for g, s in scenes.series.items()
         }
     )
@@ -117,7 +140,9 @@ def test_numbers_round_trip_through_generate(llm_dirs: dict[str, Path], scenes: 
     assert eos is not None
     word = model.tokenizer.tokenizer("AGB", add_special_tokens=False)["input_ids"]
     plan = dict(enumerate([*word, model.tokenizer.num_token_ids[1], eos]))
-    gen = model.generate(scenes, PROMPTS, max_new_tokens=8, logits_processor=LogitsProcessorList([Force(length, plan)]))
+    gen = model.generate(
+        scenes, PROMPTS, max_new_tokens=8, logits_processor=LogitsProcessorList([Force(length, plan)])
+    )
     value = float(torch.tensor(152.3).item())
     for text, numbers in zip(gen.texts, gen.numbers, strict=True):
         assert numbers == [pytest.approx(value, rel=1e-6)]
@@ -127,16 +152,30 @@ def test_numbers_round_trip_through_generate(llm_dirs: dict[str, Path], scenes: 
     # numbers in the prompt enter as values and decode back
     inputs = model.inputs(["<image> Last year it was 1234.5 t/ha and -12.5 dB."])
     assert inputs.numbers[inputs.number_mask].tolist() == [1234.5, -12.5]
-    assert model.processor.decode(inputs.input_ids[0], inputs.numbers[0]).endswith("Last year it was 1234.5 t/ha and -12.5 dB.")
+    assert model.processor.decode(inputs.input_ids[0], inputs.numbers[0]).endswith(
+        "Last year it was 1234.5 t/ha and -12.5 dB."
+    )
 
 
-def test_sampling_is_reproducible_and_top_k_1_is_greedy(llm_dirs: dict[str, Path], scenes: SensorStack) -> None:
+def test_sampling_is_reproducible_and_top_k_1_is_greedy(
+    llm_dirs: dict[str, Path], scenes: SensorStack
+) -> None:
     model = make_vlm(llm_dirs["qwen2"])
     greedy = model.generate(scenes, PROMPTS, max_new_tokens=6)
-    one = model.generate(scenes, PROMPTS, max_new_tokens=6, do_sample=True, top_k=1, generator=torch.Generator().manual_seed(1))
+    one = model.generate(
+        scenes, PROMPTS, max_new_tokens=6, do_sample=True, top_k=1, generator=torch.Generator().manual_seed(1)
+    )
     assert torch.equal(one.sequences, greedy.sequences)
     draws = [
-        model.generate(scenes, PROMPTS, max_new_tokens=6, do_sample=True, temperature=1.5, top_p=0.95, generator=torch.Generator().manual_seed(7))
+        model.generate(
+            scenes,
+            PROMPTS,
+            max_new_tokens=6,
+            do_sample=True,
+            temperature=1.5,
+            top_p=0.95,
+            generator=torch.Generator().manual_seed(7),
+        )
         for _ in range(2)
     ]
     assert torch.equal(draws[0].sequences, draws[1].sequences)
@@ -154,9 +193,13 @@ def test_stop_strings_eos_and_max_new_tokens(llm_dirs: dict[str, Path], scenes: 
     assert len(stopped.texts[0]) < len(full.texts[0])
     eos = model.processor.eos_token_id
     length = model.inputs(PROMPTS).input_ids.shape[1]
-    ended = model.generate(scenes, PROMPTS, max_new_tokens=12, logits_processor=LogitsProcessorList([Force(length, {2: eos})]))
+    ended = model.generate(
+        scenes, PROMPTS, max_new_tokens=12, logits_processor=LogitsProcessorList([Force(length, {2: eos})])
+    )
     assert ended.sequences.shape[1] == ended.prompt_length + 3
-    assert ended.texts[0] == model.processor.decode(ended.sequences[0, ended.prompt_length : ended.prompt_length + 2])
+    assert ended.texts[0] == model.processor.decode(
+        ended.sequences[0, ended.prompt_length : ended.prompt_length + 2]
+    )
 
 
 def test_streamer_prints_numbers_from_their_values(llm_dirs: dict[str, Path], scenes: SensorStack) -> None:
@@ -179,12 +222,22 @@ def test_streamer_prints_numbers_from_their_values(llm_dirs: dict[str, Path], sc
     assert "87.6" in gen.texts[0] and gen.numbers[0] == [pytest.approx(87.6)] * 2
 
 
-def test_digits_mode_generates_digit_tokens_and_parses_numbers(llm_dirs: dict[str, Path], scenes: SensorStack) -> None:
+def test_digits_mode_generates_digit_tokens_and_parses_numbers(
+    llm_dirs: dict[str, Path], scenes: SensorStack
+) -> None:
     model = make_vlm(llm_dirs["qwen2"], numeric="digits")
     assert model.number_head is None and len(model.config.added_tokens) == 16
     digits = model.tokenizer.digit_token_ids
     length = model.inputs(PROMPTS).input_ids.shape[1]
-    plan = {0: model.tokenizer.num_token_ids[1], 1: digits["1"], 2: digits["5"], 3: digits["."], 4: digits["2"]}
-    gen = model.generate(scenes, PROMPTS, max_new_tokens=5, logits_processor=LogitsProcessorList([Force(length, plan)]))
+    plan = {
+        0: model.tokenizer.num_token_ids[1],
+        1: digits["1"],
+        2: digits["5"],
+        3: digits["."],
+        4: digits["2"],
+    }
+    gen = model.generate(
+        scenes, PROMPTS, max_new_tokens=5, logits_processor=LogitsProcessorList([Force(length, plan)])
+    )
     assert [t.strip() for t in gen.texts] == ["15.2", "15.2"]
     assert gen.numbers == [[15.2], [15.2]] or gen.numbers == [[pytest.approx(15.2)]] * 2

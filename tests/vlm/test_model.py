@@ -43,7 +43,9 @@ def test_forward_shapes_and_text_logits_are_the_llms(
     llm = AutoModelForCausalLM.from_pretrained(llm_dirs[family]).eval()
     positions = (text.attention_mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        theirs = llm(input_ids=text.input_ids, attention_mask=text.attention_mask, position_ids=positions).logits
+        theirs = llm(
+            input_ids=text.input_ids, attention_mask=text.attention_mask, position_ids=positions
+        ).logits
     base = model.config.base_vocab_size
     keep = text.attention_mask.bool()
     torch.testing.assert_close(ours[..., :base][keep], theirs[..., :base][keep], rtol=1e-5, atol=1e-5)
@@ -76,7 +78,10 @@ def test_unfrozen_encoder_and_llm_get_gradients(llm_dirs: dict[str, Path], scene
     assert model.encoder.training and model.llm.training
 
 
-@pytest.mark.parametrize(("family", "targets"), [("llama", {"q_proj", "v_proj"}), ("qwen2", {"q_proj", "v_proj"}), ("gpt2", {"c_attn"})])
+@pytest.mark.parametrize(
+    ("family", "targets"),
+    [("llama", {"q_proj", "v_proj"}), ("qwen2", {"q_proj", "v_proj"}), ("gpt2", {"c_attn"})],
+)
 def test_lora_on_the_llm_only_with_family_defaults(
     family: str, targets: set[str], llm_dirs: dict[str, Path], scenes: SensorStack
 ) -> None:
@@ -86,19 +91,26 @@ def test_lora_on_the_llm_only_with_family_defaults(
     assert model.config.llm.lora is not None and set(model.config.llm.lora.target_modules or ()) == targets
     inputs = model.inputs(PROMPTS, TARGETS)
     # LoRA starts as the identity (B = 0): the same outputs as without it
-    torch.testing.assert_close(model(scenes, **inputs.model_kwargs()).logits, plain(scenes, **inputs.model_kwargs()).logits)
+    torch.testing.assert_close(
+        model(scenes, **inputs.model_kwargs()).logits, plain(scenes, **inputs.model_kwargs()).logits
+    )
     model.train()
     model(scenes, **inputs.model_kwargs()).loss.backward()
     llm_grads = {n for n in _grad_parts(model) if n.startswith("llm.")}
     assert llm_grads and all("lora_" in n for n in llm_grads)
-    assert {n.split(".")[-4] for n in llm_grads} == targets  # ...q_proj.lora_B.default.weight (A: 0 while B = 0)
+    assert {
+        n.split(".")[-4] for n in llm_grads
+    } == targets  # ...q_proj.lora_B.default.weight (A: 0 while B = 0)
     assert not any("lora" in n for n, _ in model.bridge.named_parameters())  # never on the Q-Former
     assert not any(n.startswith("encoder.") for n in _grad_parts(model))
 
 
 def test_lora_target_that_matches_nothing_is_named(llm_dirs: dict[str, Path]) -> None:
     lora = LoraSettings(target_modules=("q_proj", "qkv"))
-    with pytest.raises(ModelConfigError, match=r"LoRA target modules \['qkv'\] match no module.*: down_proj, .*q_proj, .*v_proj"):
+    with pytest.raises(
+        ModelConfigError,
+        match=r"LoRA target modules \['qkv'\] match no module.*: down_proj, .*q_proj, .*v_proj",
+    ):
         make_vlm(llm_dirs["llama"], llm=LLMConfig(name_or_path=str(llm_dirs["llama"]), lora=lora))
     with pytest.raises(ModelConfigError, match="set one of them"):
         LLMConfig(name_or_path="x", freeze=False, lora=LoraSettings())
@@ -110,7 +122,9 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(
     results = []
     for checkpointing in (False, True):
         llm = LLMConfig(name_or_path=str(llm_dirs["qwen2"]), lora=LoraSettings(r=4, dropout=0.0))
-        model = make_vlm(llm_dirs["qwen2"], llm=llm, gradient_checkpointing=checkpointing, freeze_encoder=False)
+        model = make_vlm(
+            llm_dirs["qwen2"], llm=llm, gradient_checkpointing=checkpointing, freeze_encoder=False
+        )
         model.train()
         out = model(scenes, **model.inputs(PROMPTS, TARGETS).model_kwargs())
         out.loss.backward()
@@ -140,7 +154,9 @@ def test_logits_kept_only_where_needed(llm_dirs: dict[str, Path], scenes: Sensor
     torch.testing.assert_close(out.logits, full[keep])
 
 
-def test_number_loss_reads_answer_numbers_not_prompt_numbers(llm_dirs: dict[str, Path], scenes: SensorStack) -> None:
+def test_number_loss_reads_answer_numbers_not_prompt_numbers(
+    llm_dirs: dict[str, Path], scenes: SensorStack
+) -> None:
     model = make_vlm(llm_dirs["llama"])
     with_prompt_number = model.inputs(["<image> Is it 300 t/ha?", "<image> And 12.5 dB?"], ["No.", "Yes."])
     out = model(scenes, **with_prompt_number.model_kwargs())
@@ -159,7 +175,9 @@ def test_several_scenes_per_prompt_fill_placeholders_in_order(
     three = read_scenes(demo_store_64, [0, 1, 2])
     inputs = model.inputs(["Compare <image> with <image>.", "And <image>?"])
     assert inputs.scenes_per_prompt == [2, 1]
-    embeds, scene = model.embed_inputs(three, inputs.input_ids, inputs.attention_mask, inputs.numbers, inputs.number_mask)
+    embeds, scene = model.embed_inputs(
+        three, inputs.input_ids, inputs.attention_mask, inputs.numbers, inputs.number_mask
+    )
     assert scene is not None and scene.rows.tolist() == [0, 0, 1]
     images = embeds[inputs.image_mask]
     torch.testing.assert_close(images, scene.embeds.reshape(-1, 32))
@@ -175,10 +193,19 @@ def test_several_scenes_per_prompt_fill_placeholders_in_order(
 
 def test_prompts_and_scenes_that_do_not_pair_up(llm_dirs: dict[str, Path], scenes: SensorStack) -> None:
     model = make_vlm(llm_dirs["llama"])
-    one = SensorStack(series={g: replace(s, values=s.values[:1], times=s.times[:1], valid=s.valid[:1]) for g, s in scenes.series.items()})
-    with pytest.raises(ModelConfigError, match=r"prompt\(s\) \[1\] have no '<image>' placeholder, but 2 scene"):
+    one = SensorStack(
+        series={
+            g: replace(s, values=s.values[:1], times=s.times[:1], valid=s.valid[:1])
+            for g, s in scenes.series.items()
+        }
+    )
+    with pytest.raises(
+        ModelConfigError, match=r"prompt\(s\) \[1\] have no '<image>' placeholder, but 2 scene"
+    ):
         model.generate(scenes, ["<image> What?", "What?"])
-    with pytest.raises(ModelConfigError, match=r"hold 3 '<image>' placeholders \(\[2, 1\] per prompt\) for 2 scene"):
+    with pytest.raises(
+        ModelConfigError, match=r"hold 3 '<image>' placeholders \(\[2, 1\] per prompt\) for 2 scene"
+    ):
         model.generate(scenes, ["<image> and <image>?", "<image>?"])
     with pytest.raises(ModelConfigError, match="placeholders but no scene was given"):
         model.generate(None, ["<image> What?"])
@@ -186,12 +213,18 @@ def test_prompts_and_scenes_that_do_not_pair_up(llm_dirs: dict[str, Path], scene
         model.generate(one, ["<image> and <image>?"])
 
 
-def test_scene_the_encoder_does_not_take_and_empty_scene(llm_dirs: dict[str, Path], scenes: SensorStack) -> None:
+def test_scene_the_encoder_does_not_take_and_empty_scene(
+    llm_dirs: dict[str, Path], scenes: SensorStack
+) -> None:
     torch.manual_seed(0)
     encoder = spectral_encoder_test(patch_size=8, sensors=("sentinel2_l2a",))
-    config = SpectraVLMConfig(encoder=encoder.config, llm=LLMConfig(name_or_path=str(llm_dirs["llama"])), bridge=tiny_bridge())
+    config = SpectraVLMConfig(
+        encoder=encoder.config, llm=LLMConfig(name_or_path=str(llm_dirs["llama"])), bridge=tiny_bridge()
+    )
     model = SpectraVLM(config, encoder=encoder)
-    with pytest.raises(ModelConfigError, match="scene group 's1' is sentinel1_grd, which this model's encoder does not take"):
+    with pytest.raises(
+        ModelConfigError, match="scene group 's1' is sentinel1_grd, which this model's encoder does not take"
+    ):
         model.embed_scenes(scenes)
     s2_only = SensorStack(series={"s2": scenes["s2"]})
     empty = SensorStack(series={"s2": replace(scenes["s2"], valid=torch.zeros_like(scenes["s2"].valid))})
@@ -212,8 +245,11 @@ def test_tokenizer_without_pad_token_pads_with_eos_and_says_so(llm_dirs: dict[st
 def test_tokenizer_that_does_not_fit_the_llm(llm_dirs: dict[str, Path]) -> None:
     from transformers import AutoTokenizer
 
-    with pytest.raises(ModelConfigError, match="has 400 tokens but the LLM .* embeds only 177"):
-        make_vlm(llm_dirs["llama"], llm=LLMConfig(name_or_path=str(llm_dirs["llama"]), tokenizer=str(llm_dirs["qwen2"])))
+    with pytest.raises(ModelConfigError, match=r"has 400 tokens but the LLM .* embeds only 177"):
+        make_vlm(
+            llm_dirs["llama"],
+            llm=LLMConfig(name_or_path=str(llm_dirs["llama"]), tokenizer=str(llm_dirs["qwen2"])),
+        )
     assert len(AutoTokenizer.from_pretrained(llm_dirs["qwen2"])) == 400
 
 
@@ -241,5 +277,6 @@ def test_trainable_parts_learn(llm_dirs: dict[str, Path], scenes: SensorStack) -
         out.loss.backward()
         opt.step()
         losses.append((out.lm_loss.item(), out.number_loss.item()))
-    # measured: LM loss 6.00 -> 5.46 (a frozen random LLM steered through 4 image tokens), number loss 22.6 -> 0.12
+    # measured: LM loss 6.00 -> 5.46 (a frozen random LLM steered through 4 image tokens),
+    # number loss 22.6 -> 0.12
     assert losses[-1][0] < 0.95 * losses[0][0] and losses[-1][1] < 0.05 * losses[0][1]

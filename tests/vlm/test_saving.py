@@ -38,14 +38,29 @@ def _outputs(model: SpectraVLM, scenes: SensorStack) -> tuple[torch.Tensor, torc
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_save_load_gives_identical_outputs(lora: bool, tmp_path: Path, llm_dirs: dict[str, Path], scenes: SensorStack) -> None:
+def test_save_load_gives_identical_outputs(
+    lora: bool, tmp_path: Path, llm_dirs: dict[str, Path], scenes: SensorStack
+) -> None:
     settings = LoraSettings(r=4, dropout=0.0) if lora else None
-    model = make_vlm(llm_dirs["llama"], llm=LLMConfig(name_or_path=str(llm_dirs["llama"]), lora=settings), freeze_encoder=False)
+    model = make_vlm(
+        llm_dirs["llama"],
+        llm=LLMConfig(name_or_path=str(llm_dirs["llama"]), lora=settings),
+        freeze_encoder=False,
+    )
     _train_steps(model, scenes)
     before = _outputs(model, scenes)
     model.save_pretrained(tmp_path / "model")
     files = sorted(p.name for p in (tmp_path / "model").iterdir())
-    assert files == sorted(["spectravlm.json", "encoder", "bridge", "heads.safetensors", "tokenizer", *(["lora"] if lora else [])])
+    assert files == sorted(
+        [
+            "spectravlm.json",
+            "encoder",
+            "bridge",
+            "heads.safetensors",
+            "tokenizer",
+            *(["lora"] if lora else []),
+        ]
+    )
     saved = json.loads((tmp_path / "model" / "spectravlm.json").read_text())["config"]
     assert saved["llm"]["name_or_path"] == str(llm_dirs["llama"]) and saved["llm"]["fingerprint"]
     loaded = SpectraVLM.from_pretrained(tmp_path / "model")
@@ -53,10 +68,14 @@ def test_save_load_gives_identical_outputs(lora: bool, tmp_path: Path, llm_dirs:
     torch.testing.assert_close(after[0], before[0], rtol=0, atol=0)
     torch.testing.assert_close(after[1], before[1], rtol=0, atol=0)
     assert after[2] == before[2]
-    assert {n for n, p in loaded.named_parameters() if p.requires_grad} == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for n, p in loaded.named_parameters() if p.requires_grad} == {
+        n for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
-def test_trained_llm_weights_are_saved(tmp_path: Path, llm_dirs: dict[str, Path], scenes: SensorStack) -> None:
+def test_trained_llm_weights_are_saved(
+    tmp_path: Path, llm_dirs: dict[str, Path], scenes: SensorStack
+) -> None:
     model = make_vlm(llm_dirs["gpt2"], llm=LLMConfig(name_or_path=str(llm_dirs["gpt2"]), freeze=False))
     _train_steps(model, scenes)
     before = _outputs(model, scenes)
@@ -78,7 +97,9 @@ def test_another_llm_under_the_same_reference_is_refused(tmp_path: Path, llm_dir
         SpectraVLM.from_pretrained(tmp_path / "model", llm=other)
 
 
-def test_saving_never_leaves_a_half_written_folder(tmp_path: Path, llm_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_saving_never_leaves_a_half_written_folder(
+    tmp_path: Path, llm_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = make_vlm(llm_dirs["llama"])
     target = tmp_path / "model"
     model.save_pretrained(target)

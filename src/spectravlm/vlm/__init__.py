@@ -4,7 +4,13 @@ See docs/vlm.md for the architecture, the prompt format, LoRA, saving and genera
 """
 
 from spectravlm.vlm.bridge import Blip2LoadReport, BridgeOutput, QFormerBridge
-from spectravlm.vlm.config import LLMConfig, LoraSettings, NumericConfig, QFormerBridgeConfig, SpectraVLMConfig
+from spectravlm.vlm.config import (
+    LLMConfig,
+    LoraSettings,
+    NumericConfig,
+    QFormerBridgeConfig,
+    SpectraVLMConfig,
+)
 from spectravlm.vlm.generation import NumericTextIteratorStreamer, NumericTextStreamer, VLMGeneration
 from spectravlm.vlm.lora import default_lora_targets
 from spectravlm.vlm.model import SceneEmbeddings, SpectraVLM, SpectraVLMOutput

@@ -140,7 +140,7 @@ class QFormerBridge(nn.Module):
                 return t.to(device=out.device)  # the device move without the dtype change
             return out
 
-        return super()._apply(keep_float32, recurse)  # type: ignore[no-any-return]
+        return super()._apply(keep_float32, recurse)
 
     # ---- forward ----------------------------------------------------------------------------------
 
@@ -234,8 +234,9 @@ class QFormerBridge(nn.Module):
         queries = state.pop(QUERY_TOKENS)
         if tuple(queries.shape) != tuple(self.query_tokens.shape):
             raise ModelConfigError(
-                f"BLIP-2 checkpoint {name_or_path!r} has query tokens {tuple(queries.shape)}; this bridge has "
-                f"{tuple(self.query_tokens.shape)}: build its config with QFormerBridgeConfig.from_blip2(path)"
+                f"BLIP-2 checkpoint {name_or_path!r} has query tokens {tuple(queries.shape)}; this bridge "
+                f"has {tuple(self.query_tokens.shape)}: build its config with "
+                "QFormerBridgeConfig.from_blip2(path)"
             )
         own = self.qformer.state_dict()
         report = Blip2LoadReport(loaded=[QUERY_TOKENS], vision_width=vision_width)

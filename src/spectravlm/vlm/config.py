@@ -67,8 +67,8 @@ class QFormerBridgeConfig:
             )
         if self.cross_attention_frequency < 1 or self.cross_attention_frequency > self.num_hidden_layers:
             raise ModelConfigError(
-                f"bridge.cross_attention_frequency must be in 1..{self.num_hidden_layers} (num_hidden_layers); "
-                f"got {self.cross_attention_frequency}"
+                f"bridge.cross_attention_frequency must be in 1..{self.num_hidden_layers} "
+                f"(num_hidden_layers); got {self.cross_attention_frequency}"
             )
         if self.max_instruction_tokens < 1:
             raise ModelConfigError(
@@ -318,7 +318,7 @@ class SpectraVLMConfig:
             llm["lora"] = lora
         if "llm" in d:
             d["llm"] = llm
-        return _from_dict(cls, d, "SpectraVLMConfig")  # type: ignore[no-any-return]
+        return _from_dict(cls, d, "SpectraVLMConfig")
 
     def to_json(self) -> str:
         """The config as indented JSON."""

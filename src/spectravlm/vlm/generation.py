@@ -44,7 +44,7 @@ from spectravlm.errors import ModelConfigError
 from spectravlm.numeric.tokenizer import NumericTokenizer
 
 if TYPE_CHECKING:
-    from spectravlm.vlm.model import Scenes, SceneEmbeddings, SpectraVLM
+    from spectravlm.vlm.model import SceneEmbeddings, Scenes, SpectraVLM
 
 
 @dataclass
@@ -109,7 +109,9 @@ class NumericTextStreamer(TextStreamer):
 class NumericTextIteratorStreamer(TextIteratorStreamer):
     """``transformers.TextIteratorStreamer`` with numbers from their values (iterate in another thread)."""
 
-    def __init__(self, tokenizer: NumericTokenizer, skip_prompt: bool = True, timeout: float | None = None) -> None:
+    def __init__(
+        self, tokenizer: NumericTokenizer, skip_prompt: bool = True, timeout: float | None = None
+    ) -> None:
         super().__init__(_StreamDecoder(tokenizer), skip_prompt=skip_prompt, timeout=timeout)  # type: ignore[arg-type]
 
     def put_values(self, values: Tensor) -> None:
@@ -190,10 +192,13 @@ def generate(
     embeds, scene = model.embed_inputs(
         scenes, inputs.input_ids, inputs.attention_mask, inputs.numbers, inputs.number_mask
     )
-    processors = _processors(model, do_sample, temperature, top_k, top_p, repetition_penalty, logits_processor)
+    processors = _processors(
+        model, do_sample, temperature, top_k, top_p, repetition_penalty, logits_processor
+    )
     stop = None
     if stop_strings:
-        stop = StopStringCriteria(tokenizer=model.tokenizer.tokenizer, stop_strings=stop_strings)
+        strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings)
+        stop = StopStringCriteria(tokenizer=model.tokenizer.tokenizer, stop_strings=strings)
     eos = model.processor.eos_token_id
     pad = model.processor.pad_token_id
     num_ids = model.num_token_ids.to(device)
@@ -210,7 +215,7 @@ def generate(
     out = model.llm_forward(embeds, attn, positions, logits_to_keep=1, use_cache=True)
     for _ in range(max_new_tokens):
         hidden = out.hidden_states[-1][:, -1:]  # (b, 1, d)
-        scores = processors(ids, model.vocab.logits(out.logits[:, -1], hidden[:, 0]))
+        scores = processors(ids, model.vocab.logits(out.logits[:, -1], hidden[:, 0]))  # type: ignore[arg-type]
         if do_sample:
             probs = torch.softmax(scores, dim=-1)
             next_ids = torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]

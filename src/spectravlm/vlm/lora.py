@@ -90,7 +90,8 @@ def apply_lora(model: nn.Module, settings: LoraSettings, model_type: str) -> nn.
     from transformers.pytorch_utils import Conv1D
 
     conv1d = any(
-        isinstance(m, Conv1D) and any(n == t or n.endswith("." + t) for t in targets) for n, m in model.named_modules()
+        isinstance(m, Conv1D) and any(n == t or n.endswith("." + t) for t in targets)
+        for n, m in model.named_modules()
     )
     config = peft.LoraConfig(
         r=settings.r,
@@ -100,10 +101,10 @@ def apply_lora(model: nn.Module, settings: LoraSettings, model_type: str) -> nn.
         fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight transposed
         task_type="CAUSAL_LM",
     )
-    return peft.get_peft_model(model, config)  # type: ignore[no-any-return]
+    return peft.get_peft_model(model, config)
 
 
 def load_lora(model: nn.Module, folder: str, trainable: bool) -> nn.Module:
     """Put saved adapters (``PeftModel.save_pretrained`` folder) on ``model``."""
     peft = _peft()
-    return peft.PeftModel.from_pretrained(model, folder, is_trainable=trainable)  # type: ignore[no-any-return]
+    return peft.PeftModel.from_pretrained(model, folder, is_trainable=trainable)

@@ -117,7 +117,7 @@ def load_llm(config: LLMConfig, path: str | None = None) -> nn.Module:
     if config.attn_implementation is not None:
         kwargs["attn_implementation"] = config.attn_implementation
     try:
-        return AutoModelForCausalLM.from_pretrained(path or config.name_or_path, dtype=dtype, **kwargs)  # type: ignore[no-any-return]
+        return AutoModelForCausalLM.from_pretrained(path or config.name_or_path, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelConfigError(f"cannot load the LLM {path or config.name_or_path!r}: {err}") from err
 
@@ -151,6 +151,9 @@ class SpectraVLM(nn.Module):
             ``AutoTokenizer.from_pretrained`` of ``config.llm.tokenizer or config.llm.name_or_path``).
         initialise_bridge: Load ``config.bridge.init_from`` (False when weights follow from a save).
 
+    Attributes:
+        num_token_ids: ``[k]`` ids of the number tokens that carry values (empty unless ``xval``).
+
     Example:
         >>> config = SpectraVLMConfig.create("runs/encoder", "Qwen/Qwen2.5-0.5B")  # doctest: +SKIP
         >>> model = SpectraVLM(config)  # doctest: +SKIP
@@ -159,6 +162,8 @@ class SpectraVLM(nn.Module):
         ('The mean AGB is 152.3 t/ha', [152.3])
 
     """
+
+    num_token_ids: Tensor
 
     def __init__(
         self,
@@ -185,7 +190,9 @@ class SpectraVLM(nn.Module):
         base, added = added_tokens(wrapped, config.image_token)
         llm = load_llm(config.llm) if llm is None else llm
         if getattr(llm, "peft_config", None) is not None:
-            raise ModelConfigError("pass the LLM without adapters; SpectraVLM applies LoRA from config.llm.lora")
+            raise ModelConfigError(
+                "pass the LLM without adapters; SpectraVLM applies LoRA from config.llm.lora"
+            )
         rows = llm.get_input_embeddings().num_embeddings  # type: ignore[operator]
         if base > rows:
             raise ModelConfigError(
@@ -195,7 +202,9 @@ class SpectraVLM(nn.Module):
         config.derive(llm.config, base, added)
         self.config = config
         self.processor = SpectraVLMProcessor(wrapped, config.bridge.num_query_tokens, config.image_token)
-        self._cache_kwarg = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
+        self._cache_kwarg = (
+            "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
+        )
 
         self.bridge = QFormerBridge(config.bridge, initialise=initialise_bridge)
         self.vocab = AddedTokens(base, len(added), config.llm.hidden_size)
@@ -206,10 +215,16 @@ class SpectraVLM(nn.Module):
         )
         num = config.numeric
         xval = num.mode == "xval"
-        self.number_embedding = NumberEmbedding(config.llm.hidden_size, num.combine, num.scaling, num.scale) if xval else None
-        self.number_head = NumberHead(config.llm.hidden_size, scaling=num.scaling, scale=num.scale) if xval else None
+        self.number_embedding = (
+            NumberEmbedding(config.llm.hidden_size, num.combine, num.scaling, num.scale) if xval else None
+        )
+        self.number_head = (
+            NumberHead(config.llm.hidden_size, scaling=num.scaling, scale=num.scale) if xval else None
+        )
         self.register_buffer(
-            "num_token_ids", torch.tensor(list(wrapped.num_token_ids) if xval else [], dtype=torch.long), persistent=False
+            "num_token_ids",
+            torch.tensor(list(wrapped.num_token_ids) if xval else [], dtype=torch.long),
+            persistent=False,
         )
 
         fingerprint = embedding_fingerprint(llm.get_input_embeddings().weight, base)  # type: ignore[operator]
@@ -241,7 +256,7 @@ class SpectraVLM(nn.Module):
     def base_llm(self) -> nn.Module:
         """The ``AutoModelForCausalLM`` itself (inside the peft wrapper when LoRA is on)."""
         get = getattr(self.llm, "get_base_model", None)
-        return self.llm if get is None else get()  # type: ignore[no-any-return]
+        return self.llm if get is None else get()
 
     def train(self, mode: bool = True) -> SpectraVLM:
         """Set training mode; a frozen encoder (and a frozen LLM without LoRA) stays in eval mode."""
@@ -283,8 +298,8 @@ class SpectraVLM(nn.Module):
             for group, series in stack.series.items():
                 if series.sensor not in self.encoder.config.sensors:
                     raise ModelConfigError(
-                        f"scene group {group!r} is {series.sensor}, which this model's encoder does not take; "
-                        f"it takes {', '.join(self.encoder.config.sensors)}"
+                        f"scene group {group!r} is {series.sensor}, which this model's encoder does not "
+                        f"take; it takes {', '.join(self.encoder.config.sensors)}"
                     )
             out = self.encoder.forward_features(stack.to(device))
             empty = (~out.mask.any(1)).nonzero().flatten().tolist()
@@ -354,15 +369,17 @@ class SpectraVLM(nn.Module):
         without = [i for i, c in enumerate(per_row) if c == 0]
         if without:
             raise ModelConfigError(
-                f"prompt(s) {without} have no {self.config.image_token!r} placeholder, but {n_scenes} scene(s) "
-                f"were given; write {self.config.image_token!r} where each scene goes"
+                f"prompt(s) {without} have no {self.config.image_token!r} placeholder, but {n_scenes} "
+                f"scene(s) were given; write {self.config.image_token!r} where each scene goes"
             )
         if sum(per_row) != n_scenes:
             raise ModelConfigError(
-                f"the prompts hold {sum(per_row)} {self.config.image_token!r} placeholders ({per_row} per prompt) "
-                f"for {n_scenes} scene(s); give one scene per placeholder"
+                f"the prompts hold {sum(per_row)} {self.config.image_token!r} placeholders ({per_row} per "
+                f"prompt) for {n_scenes} scene(s); give one scene per placeholder"
             )
-        rows = torch.repeat_interleave(torch.arange(len(per_row), device=input_ids.device), image_mask.sum(1) // q)
+        rows = torch.repeat_interleave(
+            torch.arange(len(per_row), device=input_ids.device), image_mask.sum(1) // q
+        )
         instruction = instruction_mask = None
         if self.config.bridge.instruction_aware:
             instruction = embeds[rows]
@@ -458,7 +475,9 @@ class SpectraVLM(nn.Module):
         if values is not None and numbers is not None and number_mask is not None:
             targets = keep[:, :-1] & number_mask[:, 1:].bool()
             predicted = values.scaled[:, :-1][targets]
-            wanted = scale_values(numbers[:, 1:][targets].float(), self.config.numeric.scaling, self.config.numeric.scale)
+            wanted = scale_values(
+                numbers[:, 1:][targets].float(), self.config.numeric.scaling, self.config.numeric.scale
+            )
             number_loss = F.mse_loss(predicted, wanted) if predicted.numel() else values.scaled.sum() * 0.0
             result.number_loss = number_loss
             result.loss = lm_loss + self.config.numeric.number_loss_weight * number_loss

@@ -18,6 +18,7 @@ Axis legend: ``b`` batch, ``l`` positions.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -177,7 +178,8 @@ class SpectraVLMProcessor:
         return prompt.count(self.image_token)
 
     def _encode(self, texts: list[str], special: bool) -> list[tuple[list[int], list[float], list[bool]]]:
-        enc = self.tokenizer(texts, add_special_tokens=special)
+        # the length check is made below, on the whole row (placeholders and target included)
+        enc = self.tokenizer(texts, add_special_tokens=special, max_length=sys.maxsize)
         return [
             (list(ids), [float(v) for v in nums], [bool(m) for m in mask])
             for ids, nums, mask in zip(enc["input_ids"], enc["numbers"], enc["number_mask"], strict=True)
@@ -232,8 +234,9 @@ class SpectraVLMProcessor:
         for k, (ids, _, _) in enumerate(rows):
             if len(ids) > limit:
                 raise ModelConfigError(
-                    f"prompt {k} is {len(ids)} tokens long with its {self.count_images(prompt_list[k])} scene(s) "
-                    f"({self.num_query_tokens} tokens each) and target; the tokenizer's limit is {limit}"
+                    f"prompt {k} is {len(ids)} tokens long with its {self.count_images(prompt_list[k])} "
+                    f"scene(s) ({self.num_query_tokens} tokens each) and target; the tokenizer's limit is "
+                    f"{limit}"
                 )
         length = max(len(r[0]) for r in rows)
         pad = [length - len(r[0]) for r in rows]

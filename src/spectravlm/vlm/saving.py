@@ -60,7 +60,6 @@ def save_vlm(model: SpectraVLM, path: str | Path, overwrite: bool = False) -> Pa
 
     """
     from spectravlm import __version__
-
     from spectravlm.vlm.model import embedding_fingerprint
 
     config = model.config
@@ -69,7 +68,11 @@ def save_vlm(model: SpectraVLM, path: str | Path, overwrite: bool = False) -> Pa
         config.base_vocab_size,
     )  # at save time: a trained LLM's embeddings may have changed
     with AtomicDirectory(path, overwrite=overwrite, what="SpectraVLM folder") as tmp:
-        doc = {"format_version": FORMAT_VERSION, "spectravlm_version": __version__, "config": config.to_dict()}
+        doc = {
+            "format_version": FORMAT_VERSION,
+            "spectravlm_version": __version__,
+            "config": config.to_dict(),
+        }
         atomic_write_text(json.dumps(doc, indent=2) + "\n", tmp / CONFIG_FILE)
         model.encoder.save_pretrained(tmp / "encoder")
         (tmp / "bridge").mkdir()
@@ -101,12 +104,15 @@ def read_config(path: str | Path) -> SpectraVLMConfig:
     doc = json.loads(file.read_text())
     if int(doc.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelConfigError(
-            f"{file} has format version {doc.get('format_version')}; this spectravlm reads up to {FORMAT_VERSION}"
+            f"{file} has format version {doc.get('format_version')}; this spectravlm reads up to "
+            f"{FORMAT_VERSION}"
         )
     return SpectraVLMConfig.from_dict(doc["config"])
 
 
-def load_vlm(path: str | Path, llm: nn.Module | None = None, device: str | torch.device = "cpu") -> SpectraVLM:
+def load_vlm(
+    path: str | Path, llm: nn.Module | None = None, device: str | torch.device = "cpu"
+) -> SpectraVLM:
     """Load a model written by :func:`save_vlm`.
 
     Args:
