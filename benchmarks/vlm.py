@@ -19,8 +19,10 @@ them; batch 1 and 4): ``bare`` = the LLM's own ``generate`` on a text prompt of 
 prompt (32 image tokens + text); ``vlm`` = ``SpectraVLM.generate`` on the scene(s) and prompt(s),
 end to end (encoder, bridge, prefill, decoding loop, decoding the text); ``vlm text`` = the same call
 on the same-length text prompt without a scene (the decoding loop against transformers' ``generate``,
-nothing else). tokens/s = new tokens x batch / wall time; median of ``--rounds`` interleaved rounds, one
-thread (``--threads``).
+nothing else). tokens/s = new tokens x batch / time, one thread (``--threads``), the three methods taking
+turns in each of ``--rounds`` rounds (their order rotating); the ratio to ``bare`` is the median of the
+per-round ratios. Two clocks: wall time, and the process's CPU time (``time.process_time``), which other
+processes on this shared machine cannot stretch (with one thread it is the compute time).
 Peak memory = peak RSS (``VmHWM``) of a fresh process over one generation, and its rise above the RSS
 with the model loaded.
 
@@ -89,15 +91,21 @@ LLMS = {
 
 def make_llm(folder: Path, size: str) -> None:
     """Save a Llama of ``size`` and a trained byte-level BPE tokenizer into ``folder``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
-    corpus = [TEXT, "The scene shows conifer forest with 152.3 t/ha and a cloud-free summer.", "VV -12.5 dB"] * 20
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    corpus = [
+        TEXT,
+        "The scene shows conifer forest with 152.3 t/ha and a cloud-free summer.",
+        "VV -12.5 dB",
+    ] * 20
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))  # fmt: skip
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"], initial_alphabet=alphabet)
+    tok.train_from_iterator(corpus, trainer)
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     config = LlamaConfig(
         **LLMS[size], max_position_embeddings=2048, tie_word_embeddings=True,
@@ -144,7 +152,9 @@ def runners(model: SpectraVLM, store: Path, batch: int) -> dict[str, Any]:
     llm = model.base_llm
 
     def bare() -> int:
-        out = llm.generate(**bare_inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        out = llm.generate(
+            **bare_inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False
+        )
         return int(out.shape[1] - bare_inputs["input_ids"].shape[1]) * batch
 
     def vlm() -> int:
@@ -167,7 +177,11 @@ def child(args: argparse.Namespace) -> None:
     _reset_peak()
     run()
     peak = _peak_mb()
-    print(json.dumps({"rss_before_mb": round(before), "peak_rss_mb": round(peak), "rise_mb": round(peak - before)}))
+    print(
+        json.dumps(
+            {"rss_before_mb": round(before), "peak_rss_mb": round(peak), "rise_mb": round(peak - before)}
+        )
+    )
 
 
 def generation_part(store: Path, llms: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
@@ -178,15 +192,17 @@ def generation_part(store: Path, llms: dict[str, Path], args: argparse.Namespace
         for batch in args.batches:
             fns = runners(model, store, batch)
             key = f"{size} LLM + {bridge} bridge, batch {batch}"
-            res[key] = {name: [] for name in fns}
+            res[key] = {f"{name} {clock}": [] for name in fns for clock in ("wall", "cpu")}
             res[key]["prompt_length"] = model.inputs(["<image> " + TEXT]).input_ids.shape[1]
             for fn in fns.values():
                 fn()  # warm-up
-            for _ in range(args.rounds):
-                for name, fn in fns.items():
-                    t0 = time.perf_counter()
-                    n = fn()
-                    res[key][name].append(n / (time.perf_counter() - t0))
+            names = list(fns)
+            for r in range(args.rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    n = fns[name]()
+                    res[key][f"{name} wall"].append(n / (time.perf_counter() - t0))
+                    res[key][f"{name} cpu"].append(n / (time.process_time() - c0))
             for name in fns:
                 cmd = [sys.executable, __file__, "--child", name, "--store", str(store), "--llm", str(llm),
                        "--bridge", bridge, "--batch", str(batch), "--threads", str(args.threads)]  # fmt: skip
@@ -195,32 +211,34 @@ def generation_part(store: Path, llms: dict[str, Path], args: argparse.Namespace
     return res
 
 
+def _bridge_times(model: SpectraVLM, scene: SensorStack, rounds: int) -> dict[str, float]:
+    """Median CPU seconds per scene of the encoder and of the bridge on the encoder's output."""
+    with torch.no_grad():
+        out = model.encoder.forward_features(scene)
+        fns = {
+            "encoder": lambda: model.encoder.forward_features(scene),
+            "bridge": lambda: model.bridge(out.tokens, out.mask),
+        }
+        for fn in fns.values():
+            fn()
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                c0 = time.process_time()
+                fn()
+                times[name].append((time.process_time() - c0) / scene.batch_size)
+    return {name: statistics.median(v) for name, v in times.items()} | {"tokens": int(out.tokens.shape[1])}
+
+
 def bridge_part(store: Path, llms: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {}
     for size in args.llms:
         bridge = PAIRS[size]
         model = make_vlm(llms[size], bridge)
         for batch in (1, 8):
-            scene = scenes(store, batch)
-            with torch.no_grad():
-                out = model.encoder.forward_features(scene)
-
-                def enc() -> None:
-                    model.encoder.forward_features(scene)
-
-                def bri() -> None:
-                    model.bridge(out.tokens, out.mask)
-
-                enc(), bri()
-                times: dict[str, list[float]] = {"encoder": [], "bridge": []}
-                for _ in range(args.rounds * 2):
-                    for name, fn in (("encoder", enc), ("bridge", bri)):
-                        t0 = time.perf_counter()
-                        fn()
-                        times[name].append((time.perf_counter() - t0) / batch)
-            res[f"{bridge} bridge, batch {batch}"] = {k: statistics.median(v) for k, v in times.items()} | {
-                "tokens": int(out.tokens.shape[1])
-            }
+            res[f"{bridge} bridge, batch {batch}"] = _bridge_times(
+                model, scenes(store, batch), 2 * args.rounds
+            )
     return res
 
 
@@ -255,18 +273,18 @@ def main() -> None:
             make_llm(folder, size)
         gen = generation_part(store, llms, args)
         bridge = bridge_part(store, llms, args)
-    print("## generation: tokens/s (median), peak RSS MB (rise over the loaded model)")
+    print("## generation: tokens/s (median), ratio to bare (median of per-round ratios), peak RSS MB (rise)")
     for key, r in gen.items():
-        bare = statistics.median(r["bare"])
         print(f"{key} (prompt {r['prompt_length']} tokens, {NEW_TOKENS} new):")
         for name in ("bare", "vlm", "vlm text"):
-            med = statistics.median(r[name])
             mem = r[f"{name} memory"]
-            print(
-                f"  {name:9s} {med:8.1f} tok/s  x{med / bare:5.2f} of bare   "
-                f"peak {mem['peak_rss_mb']} MB (+{mem['rise_mb']})   runs {[round(x, 1) for x in r[name]]}"
-            )
-    print("## bridge per scene vs the encoder alone (ms per scene, median)")
+            cells = []
+            for clock in ("cpu", "wall"):
+                runs, bare = r[f"{name} {clock}"], r[f"bare {clock}"]
+                ratio = statistics.median(a / b for a, b in zip(runs, bare, strict=True))
+                cells.append(f"{clock} {statistics.median(runs):7.1f} tok/s x{ratio:4.2f}")
+            print(f"  {name:9s} {'   '.join(cells)}   peak {mem['peak_rss_mb']} MB (+{mem['rise_mb']})")
+    print("## bridge per scene vs the encoder alone (CPU ms per scene, median)")
     for key, r in bridge.items():
         print(
             f"{key}: encoder {1e3 * r['encoder']:.1f} ms, bridge {1e3 * r['bridge']:.1f} ms "

@@ -123,3 +123,33 @@ def test_saving_never_leaves_a_half_written_folder(
 def test_loading_what_is_not_a_saved_model(tmp_path: Path) -> None:
     with pytest.raises(ModelConfigError, match="is not a saved SpectraVLM"):
         SpectraVLM.from_pretrained(tmp_path)
+
+
+def test_build_from_references_loads_the_encoder_llm_and_tokenizer(
+    tmp_path: Path, llm_dirs: dict[str, Path], scenes: SensorStack
+) -> None:
+    """SpectraVLMConfig.create(encoder folder, LLM folder): the path users take with a hub name."""
+    from spectravlm.encoders.spectral import SpectralEncoder, spectral_encoder_test
+    from spectravlm.vlm import SpectraVLMConfig
+    from vlm.conftest import tiny_bridge
+
+    torch.manual_seed(5)
+    encoder = spectral_encoder_test(patch_size=8)
+    encoder.save_pretrained(tmp_path / "encoder")
+    config = SpectraVLMConfig.create(tmp_path / "encoder", str(llm_dirs["qwen2"]), bridge=tiny_bridge())
+    assert config.encoder_path == str(tmp_path / "encoder") and config.encoder.dim == 32
+    model = SpectraVLM(config)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.encoder.forward_features(scenes).tokens, encoder.eval().forward_features(scenes).tokens
+        )
+    assert type(model.base_llm).__name__ == "Qwen2ForCausalLM" and model.config.llm.model_type == "qwen2"
+    assert model.config.base_vocab_size == 400 and len(model.tokenizer) == 403
+    assert model.generate(scenes, PROMPTS, max_new_tokens=2).sequences.shape[0] == 2
+    loaded = SpectraVLM.from_pretrained(_saved(model, tmp_path))
+    assert isinstance(loaded.encoder, SpectralEncoder)
+
+
+def _saved(model: SpectraVLM, tmp_path: Path) -> Path:
+    model.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"

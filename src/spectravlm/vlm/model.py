@@ -151,6 +151,9 @@ class SpectraVLM(nn.Module):
             ``AutoTokenizer.from_pretrained`` of ``config.llm.tokenizer or config.llm.name_or_path``).
         initialise_bridge: Load ``config.bridge.init_from`` (False when weights follow from a save).
 
+    The model is built in eval mode (as transformers' ``from_pretrained`` returns models); call
+    ``train()`` to train. A frozen encoder, and a frozen LLM without LoRA, stay in eval mode.
+
     Attributes:
         num_token_ids: ``[k]`` ids of the number tokens that carry values (empty unless ``xval``).
 

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
 from spectravlm.encoders.spectral import SpectralEncoder
 from spectravlm.errors import ModelConfigError
 from spectravlm.io import AtomicDirectory, atomic_write_text
 from spectravlm.numeric.tokenizer import NumericTokenizer
-from spectravlm.vlm.bridge import QFormerBridge
+from spectravlm.vlm.bridge import BRIDGE_WEIGHTS
 from spectravlm.vlm.config import SpectraVLMConfig
 
 if TYPE_CHECKING:
@@ -132,8 +132,12 @@ def load_vlm(
         trained = folder / "llm"
         llm = load_llm(config.llm, str(trained) if trained.is_dir() else None)
     model = SpectraVLM(config, encoder=encoder, llm=llm, tokenizer=tokenizer, initialise_bridge=False)
-    bridge = QFormerBridge.from_pretrained(folder / "bridge")
-    model.bridge.load_state_dict(bridge.state_dict())
+    missing, unexpected = load_model(model.bridge, str(folder / "bridge" / BRIDGE_WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise ModelConfigError(
+            f"bridge weights in {folder / 'bridge'} do not fit the config: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
     state = load_file(str(folder / HEADS_FILE))
     for name, part in _heads(model).items():
         prefix = f"{name}."
