@@ -1,30 +1,21 @@
-"""Fixtures of the VLM tests: tiny LLMs of three families saved locally, a demo-store batch, a tiny model.
+"""Fixtures of the VLM tests: tiny LLMs of three families saved locally, a demo store and a batch from it.
 
-The LLMs are built from configs (Llama-, Qwen2- and GPT-2-style; a few thousand parameters), saved with
-their tokenizers (trained here by :mod:`numeric.tiny_tokenizers`) into a temporary folder and loaded
-back through ``AutoModelForCausalLM.from_pretrained(folder)``: the code path users take with hub names.
+The LLMs (:mod:`vlm.tiny`) are saved with their tokenizers into a temporary folder and loaded back through
+``AutoModelForCausalLM.from_pretrained(folder)``: the code path users take with hub names.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM as Auto
-from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
-from numeric.tiny_tokenizers import build_gpt2_like, build_llama3_like, build_spm_digits
-from spectravlm.data.dataset import CubeDataset
 from spectravlm.data.demo import write_demo_store
-from spectravlm.encoders.spectral import spectral_encoder_test
 from spectravlm.stack import SensorStack
-from spectravlm.vlm import LLMConfig, NumericConfig, QFormerBridgeConfig, SpectraVLM, SpectraVLMConfig
-
-FAMILIES = ("llama", "qwen2", "gpt2")
+from vlm.tiny import FAMILIES, TOKENIZERS, read_scenes, tiny_llm_config
 
 
 @pytest.fixture(autouse=True)
@@ -34,28 +25,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny_llm_config(family: str, tokenizer: PreTrainedTokenizerFast) -> Any:
-    """A 2-layer, 32-wide causal LM config of ``family`` for ``tokenizer``'s vocabulary."""
-    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-    if family == "llama":
-        return LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-            pad_token_id=tokenizer.pad_token_id, **ids,
-        )  # fmt: skip
-    if family == "qwen2":  # vocabulary padded beyond the tokenizer's, as real Qwen2 checkpoints are
-        return Qwen2Config(
-            vocab_size=len(tokenizer) + 24, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, **ids,
-        )  # fmt: skip
-    if family == "gpt2":
-        return GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=512, **ids)
-    raise ValueError(family)
-
-
-TOKENIZERS = {"llama": build_spm_digits, "qwen2": build_gpt2_like, "gpt2": build_llama3_like}
 
 
 @pytest.fixture(scope="session")
@@ -80,50 +49,7 @@ def demo_store_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def read_scenes(store: Path, indices: list[int], window_size: int = 32) -> SensorStack:
-    """Windows of the demo store through the real loader (S2 + S1, raw values, a plain batch)."""
-    ds = CubeDataset([store], groups=["s2", "s1"], window_size=window_size, pool_slots=0)
-    return ds.read_batch(indices)
-
-
 @pytest.fixture(scope="session")
 def scenes(demo_store_64: Path) -> SensorStack:
     """Two 32 px windows (S2 10 bands x 10 dates, S1 VV/VH x 12 dates)."""
     return read_scenes(demo_store_64, [0, 1])
-
-
-def tiny_bridge(**overrides: Any) -> QFormerBridgeConfig:
-    args: dict[str, Any] = dict(
-        num_query_tokens=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, cross_attention_frequency=1, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
-    return QFormerBridgeConfig(**(args | overrides))
-
-
-def make_vlm(
-    llm_dir: Path,
-    numeric: str = "xval",
-    bridge: QFormerBridgeConfig | None = None,
-    seed: int = 0,
-    quiet: bool = True,
-    **config: Any,
-) -> SpectraVLM:
-    """A tiny SpectraVLM: test encoder (D=32), tiny Q-Former, the LLM loaded from ``llm_dir``.
-
-    ``quiet`` hides the pad-token warning of the GPT-2 family's tokenizer (its own test checks it).
-    """
-    torch.manual_seed(seed)
-    encoder = spectral_encoder_test(patch_size=8)
-    llm = config.pop("llm", None) or LLMConfig(name_or_path=str(llm_dir))
-    cfg = SpectraVLMConfig(
-        encoder=encoder.config,
-        llm=llm,
-        bridge=bridge or tiny_bridge(),
-        numeric=NumericConfig(mode=numeric),  # type: ignore[arg-type]
-        **config,
-    )
-    with warnings.catch_warnings():
-        if quiet:
-            warnings.filterwarnings("ignore", message="the LLM's tokenizer has no pad token")
-        return SpectraVLM(cfg, encoder=encoder)

@@ -13,7 +13,7 @@ from spectravlm.cli.ask import ask, read_scene
 from spectravlm.errors import DataConfigError
 from spectravlm.numeric import scale_values
 from spectravlm.vlm import LLMConfig, SpectraVLM
-from vlm.conftest import make_vlm
+from vlm.tiny import make_vlm
 
 BBOX = "500000,6899680,500320,6900000"  # demo grid: 10 m pixels from (500000, 6900000): rows 0-31, cols 0-31
 

@@ -21,7 +21,7 @@ from spectravlm.encoders.spectral import spectral_encoder_test
 from spectravlm.errors import ModelConfigError
 from spectravlm.stack import SensorStack
 from spectravlm.vlm import QFormerBridge, QFormerBridgeConfig
-from vlm.conftest import tiny_bridge
+from vlm.tiny import tiny_bridge
 
 
 def _bridge(**overrides: object) -> QFormerBridge:

@@ -12,7 +12,7 @@ from spectravlm.numeric import scale_values
 from spectravlm.numeric.parsing import format_number
 from spectravlm.stack import SensorStack
 from spectravlm.vlm import NumericTextStreamer, SpectraVLM, VLMGeneration
-from vlm.conftest import FAMILIES, make_vlm, read_scenes
+from vlm.tiny import FAMILIES, make_vlm, read_scenes
 
 PROMPTS = ["<image> What is the mean above-ground biomass of this forest in t/ha?", "<image> Biomass?"]
 

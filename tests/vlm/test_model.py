@@ -13,7 +13,7 @@ from spectravlm.encoders.spectral import spectral_encoder_test
 from spectravlm.errors import ModelConfigError
 from spectravlm.stack import SensorStack
 from spectravlm.vlm import LLMConfig, LoraSettings, SpectraVLM, SpectraVLMConfig
-from vlm.conftest import FAMILIES, make_vlm, read_scenes, tiny_bridge
+from vlm.tiny import FAMILIES, make_vlm, read_scenes, tiny_bridge
 
 PROMPTS = ["<image> What is the mean biomass?", "Describe <image> in a few words."]
 TARGETS = ["It is 152.3 t/ha.", "Forest, 87.6 t/ha, cover 85%."]

@@ -12,7 +12,7 @@ from spectravlm.errors import ModelConfigError
 from spectravlm.io import OutputExistsError
 from spectravlm.stack import SensorStack
 from spectravlm.vlm import LLMConfig, LoraSettings, SpectraVLM
-from vlm.conftest import make_vlm
+from vlm.tiny import make_vlm
 
 PROMPTS = ["<image> What is the mean biomass?", "Describe <image>."]
 TARGETS = ["It is 152.3 t/ha.", "Forest, 87.6 t/ha."]
@@ -131,7 +131,7 @@ def test_build_from_references_loads_the_encoder_llm_and_tokenizer(
     """SpectraVLMConfig.create(encoder folder, LLM folder): the path users take with a hub name."""
     from spectravlm.encoders.spectral import SpectralEncoder, spectral_encoder_test
     from spectravlm.vlm import SpectraVLMConfig
-    from vlm.conftest import tiny_bridge
+    from vlm.tiny import tiny_bridge
 
     torch.manual_seed(5)
     encoder = spectral_encoder_test(patch_size=8)

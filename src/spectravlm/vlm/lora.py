@@ -103,8 +103,3 @@ def apply_lora(model: nn.Module, settings: LoraSettings, model_type: str) -> nn.
     )
     return peft.get_peft_model(model, config)
 
-
-def load_lora(model: nn.Module, folder: str, trainable: bool) -> nn.Module:
-    """Put saved adapters (``PeftModel.save_pretrained`` folder) on ``model``."""
-    peft = _peft()
-    return peft.PeftModel.from_pretrained(model, folder, is_trainable=trainable)
