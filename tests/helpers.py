@@ -43,7 +43,6 @@ def demo_datamodule(store: Path, **kw) -> CubeDataModule:
         split_fractions=(0.5, 0.25, 0.25),
         batch_size=4,
         num_workers=0,
-        normalize=False,
         seed=0,
     )
     return CubeDataModule(**(args | kw))

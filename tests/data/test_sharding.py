@@ -32,7 +32,6 @@ def _dm(store: Path, **kw) -> CubeDataModule:
         batch_size=3,
         num_workers=2,
         augment=False,
-        normalize=False,
         seed=7,
     )
     return CubeDataModule(**(args | kw))

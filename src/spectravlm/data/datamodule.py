@@ -12,8 +12,11 @@ What happens where:
   epoch's shuffled windows; the DataLoader gives each batch of that share to one worker. In one epoch every
   window of a split is read exactly once across all ranks and workers (short shards are padded with empty,
   fully masked samples so that ranks step together).
-* ``on_after_batch_transfer`` (on the device): augmentation (training only, when ``augment_on="device"``)
-  then normalisation, once. With ``augment_on="worker"`` the augmentation runs in the workers instead.
+* ``on_after_batch_transfer`` (on the device): augmentation (training only, when ``augment_on="device"``).
+  With ``augment_on="worker"`` the augmentation runs in the workers instead. Nothing is normalised here:
+  batches carry stored values with their unit, scale and offset, and the encoder normalises them with its
+  own statistics (see :mod:`spectravlm.encoders.statistics`); :meth:`CubeDataModule.sensor_statistics`
+  gives the stores' statistics for a pretraining run to adopt.
 
 Example:
     >>> dm = CubeDataModule(stores=["data/demo.zarr"], groups=["s2", "s1"], targets=["agb"])  # doctest: +SKIP
@@ -37,7 +40,6 @@ from torch.utils.data import DataLoader
 from spectravlm.data.augment import SpatialAugment
 from spectravlm.data.batchpool import LeasedStack
 from spectravlm.data.dataset import CubeDataset, EmptyWindows, MissingDates
-from spectravlm.data.normalize import Normalizer, SarUnits, group_norms
 from spectravlm.data.windows import SPLITS, WindowSampler, dist_rank_world, split_windows
 from spectravlm.errors import DataConfigError
 from spectravlm.stack import SensorStack, collate_stacks
@@ -48,13 +50,21 @@ def _worker_init(_: int) -> None:
     numcodecs.blosc.set_nthreads(1)
 
 
+def _storage(t: Tensor) -> int:
+    return int(t.untyped_storage().data_ptr())
+
+
 def _own_copy(out: SensorStack, raw: SensorStack) -> SensorStack:
-    """``out`` as a plain stack whose tensors share no memory with ``raw`` (cloning those that do)."""
-    pooled = {t.data_ptr() for s in raw.series.values() for t in (s.values, s.valid)}
-    pooled |= {t.data_ptr() for t in raw.targets.values()}
+    """``out`` as a plain stack whose tensors share no memory with ``raw`` (cloning those that do).
+
+    Tensors are compared by their storage, so a view at an offset into a pooled tensor (a crop, a slice) is
+    cloned too.
+    """
+    pooled = {_storage(t) for s in raw.series.values() for t in (s.values, s.valid)}
+    pooled |= {_storage(t) for t in raw.targets.values()}
 
     def own(t: Tensor) -> Tensor:
-        return t.clone() if t.data_ptr() in pooled else t
+        return t.clone() if _storage(t) in pooled else t
 
     series = {k: replace(s, values=own(s.values), valid=own(s.valid)) for k, s in out.series.items()}
     targets = {k: own(v) for k, v in out.targets.items()}
@@ -96,8 +106,6 @@ class CubeDataModule(L.LightningDataModule):
         batch_size: windows per batch.
         num_workers: DataLoader worker processes.
         pin_memory: pin batches for faster host-to-GPU copies.
-        normalize: normalise batches on the device (``False``: keep raw values).
-        sar_units: SAR values as ``db`` or ``linear`` after normalisation.
         augment: flips and 90-degree rotations (and ``crop_size`` crops) on training batches.
         crop_size: random square crop of each training window (``None``: none); val/test are not cropped.
         augment_on: ``device`` (after transfer, in ``on_after_batch_transfer``) or ``worker``.
@@ -128,8 +136,6 @@ class CubeDataModule(L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 2,
         pin_memory: bool = False,
-        normalize: bool = True,
-        sar_units: SarUnits = "db",
         augment: bool = True,
         crop_size: int | None = None,
         augment_on: Literal["device", "worker"] = "device",
@@ -167,8 +173,6 @@ class CubeDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.normalize = normalize
-        self.sar_units = sar_units
         self.augment_on = augment_on
         self.align_to_chunks = align_to_chunks
         self.pad_to_even = pad_to_even
@@ -178,7 +182,7 @@ class CubeDataModule(L.LightningDataModule):
         self._rank, self._world_size = rank, world_size
         self.augmenter = SpatialAugment(crop_size=crop_size) if augment else None
         self.datasets: dict[str, CubeDataset] = {}
-        self.normalizer: Normalizer | None = None
+        self._held: LeasedStack | None = None  # the batch in use, released when the next one arrives
 
     # -- set-up ------------------------------------------------------------------------------------
 
@@ -208,7 +212,6 @@ class CubeDataModule(L.LightningDataModule):
         splits = split_windows(full.windows, self.block_size, self.split_fractions, self.seed)
         for name in SPLITS:
             self.datasets[name] = self._dataset(splits[name], self.empty_windows)
-        self.normalizer = Normalizer(group_norms(full), self.sar_units) if self.normalize else None
 
     def rank_world(self) -> tuple[int, int]:
         """``(rank, world_size)``: the constructor's, else the trainer's, else torch.distributed's."""
@@ -263,20 +266,31 @@ class CubeDataModule(L.LightningDataModule):
     # -- on the device -----------------------------------------------------------------------------
 
     def transform(self, batch: SensorStack, train: bool) -> SensorStack:
-        """Device-side steps: augmentation (``train`` and ``augment_on="device"``), then normalisation.
+        """Device-side steps: augmentation (``train`` and ``augment_on="device"``).
 
         A raw batch still in a worker's shared-memory slot (:class:`LeasedStack`) is released once these
-        steps made new tensors from it: keep the returned batch, not the one passed in.
+        steps made new tensors from it; a batch used as it is (validation, no augmentation) is released when
+        the next batch arrives, after its step. Keep the returned batch, not the one passed in.
         """
+        if self._held is not None:
+            self._held.release()
+            self._held = None
         out = batch
         if train and self.augmenter is not None and self.augment_on == "device":
             out = self.augmenter(out)
-        if self.normalizer is not None:
-            out = self.normalizer(out)
-        if out is not batch and isinstance(batch, LeasedStack):
-            out = _own_copy(out, batch)
-            batch.release()
+        if isinstance(batch, LeasedStack):
+            if out is not batch:
+                out = _own_copy(out, batch)
+                batch.release()
+            else:
+                self._held = batch
         return out
+
+    def sensor_statistics(self) -> dict[str, list[tuple[str, dict[str, tuple[int, float, float]]]]]:
+        """The stores' statistics per catalogue sensor (see :meth:`CubeDataset.sensor_statistics`)."""
+        if not self.datasets:
+            self.setup()
+        return self.datasets["train"].sensor_statistics()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Lightning hook: :meth:`transform` on the device, once per batch."""
