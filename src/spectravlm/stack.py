@@ -102,7 +102,7 @@ class SensorSeries:
         return self.valid.flatten(2).any(-1)
 
     def __repr__(self) -> str:
-        b, t, c, h, w = self.values.shape
+        b, t, _, h, w = self.values.shape
         affine = "" if (self.scale, self.offset) == (1.0, 0.0) else f" x{self.scale:g}{self.offset:+g}"
         return (
             f"SensorSeries({self.sensor}, B={b} T={t} {h}x{w} px, bands {','.join(self.bands)}, "

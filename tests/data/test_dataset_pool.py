@@ -76,7 +76,7 @@ def test_worker_batches_stay_correct_with_and_without_release(store, release):
 
 
 def test_a_view_at_an_offset_is_cloned_before_the_slot_is_released():
-    """A transform that returns a view into the pooled batch (a crop at an offset) must not keep the slot's memory."""
+    """A transform returning a view into the pooled batch (a crop at an offset) must not keep slot memory."""
     from dataclasses import replace
 
     from spectravlm.data.datamodule import _own_copy

@@ -70,7 +70,8 @@ class GroupInfo:
         sensor: catalogue sensor name.
         bands: bands delivered, in this order.
         dtype: raw stored dtype.
-        units: canonical physical unit of ``stored * scale + offset`` (``reflectance``, ``dB``, ``linear``, ``DN``).
+        units: canonical physical unit of ``stored * scale + offset`` (``reflectance``, ``dB``, ``linear``,
+            ``DN``).
         scale: the stores' ``scale_factor``, or ``None`` when regions differ (then values arrive as float32
             physical values).
         offset: the stores' ``add_offset``, or ``None`` when regions differ.
@@ -307,8 +308,8 @@ class CubeDataset(Dataset[SensorStack]):
                 self.groups[name] = info
             elif (g.sensor.name, g.data.dtype, units) != (info.sensor, info.dtype, info.units):
                 raise DataConfigError(
-                    f"{g.store.path}/{name}: sensor {g.sensor.name} {g.data.dtype} in {units!r}, but other regions "
-                    f"hold {info.sensor} {info.dtype} in {info.units!r} in group {name!r}"
+                    f"{g.store.path}/{name}: sensor {g.sensor.name} {g.data.dtype} in {units!r}, but other "
+                    f"regions hold {info.sensor} {info.dtype} in {info.units!r} in group {name!r}"
                 )
             elif (g.scale_factor, g.add_offset) != (info.scale, info.offset):
                 # regions encode this group differently: deliver float32 physical values instead
@@ -602,7 +603,7 @@ class CubeDataset(Dataset[SensorStack]):
         return out
 
     def groups_without_statistics(self) -> list[str]:
-        """``store/group`` of every requested group that has no stored statistics (``spectravlm data stats``)."""
+        """``store/group`` of every requested group without stored statistics (``spectravlm data stats``)."""
         return [
             f"{region.paths[rg.store]}/{name}"
             for region in self.regions

@@ -157,7 +157,7 @@ class PretrainTask(BaseTask):
 
     def configure_models(self) -> None:
         """The encoder (new, or ``init_encoder``) and the MAE decoder around it."""
-        hp = self.hparams
+        hp: Any = self.hparams
         encoder = task_encoder(
             hp.encoder,
             hp.patch_size,
@@ -194,7 +194,8 @@ class PretrainTask(BaseTask):
         kinds = {info.kind for info in groups.values()}
         if self.model.projection is not None and kinds != {"optical", "sar"}:
             raise ModelConfigError(
-                f"the contrastive loss pairs optical and SAR streams; the data has {sorted(kinds)} streams only"
+                "the contrastive loss pairs optical and SAR streams; the data has "
+                f"{sorted(kinds)} streams only"
             )
 
     # ---- steps -------------------------------------------------------------------------------------

@@ -161,12 +161,12 @@ def check_units(series: SensorSeries, where: str = "") -> None:
         hint = ""
         if series.units == "DN":
             hint = (
-                " (uncalibrated digital numbers: calibrate at ingest, e.g. spectravlm data ingest s1-grd with "
-                "its calibration, or --db)"
+                " (uncalibrated digital numbers: calibrate at ingest, e.g. spectravlm data ingest s1-grd "
+                "with its calibration, or --db)"
             )
         raise UnknownUnitError(
-            f"{where or series.sensor}: values in {series.units!r}{hint}; this encoder takes {kind} values in "
-            f"{' or '.join(repr(u) for u in accepted)} (physical = stored * scale + offset)"
+            f"{where or series.sensor}: values in {series.units!r}{hint}; this encoder takes {kind} values "
+            f"in {' or '.join(repr(u) for u in accepted)} (physical = stored * scale + offset)"
         )
 
 

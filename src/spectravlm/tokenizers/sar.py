@@ -52,8 +52,8 @@ from torch import Tensor, nn
 from spectravlm.errors import ModelConfigError
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorSeries, check_sar_unit
-from spectravlm.tokenizers.channels import SAR_RATIOS, Channel, ratio_channel, sensor_channels
-from spectravlm.tokenizers.image import RATIO_DB_STATS, ChannelImage, check_units, mask_invalid
+from spectravlm.tokenizers.channels import SAR_RATIOS, ratio_channel, sensor_channels
+from spectravlm.tokenizers.image import ChannelImage, check_units, mask_invalid
 
 SpeckleFilter = Literal["lee", "refined_lee"]
 
@@ -270,5 +270,5 @@ class SARFrontEnd(nn.Module):
         )
 
     def forward(self, series: SensorSeries) -> ChannelImage:
-        """Backscatter in dB, not normalised (the encoder normalises with its statistics): :meth:`calibrated`."""
+        """Backscatter in dB, not normalised (the encoder normalises it): :meth:`calibrated`."""
         return self.calibrated(series)
