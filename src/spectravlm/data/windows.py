@@ -157,6 +157,18 @@ def split_windows(
     return out
 
 
+def auto_block_size(extents: Sequence[tuple[int, int]], window_size: int, stride: int | None = None) -> int:
+    """The default edge of the split blocks: at least 4 x 4 blocks in the smallest region.
+
+    The largest multiple of the window size (and stride) that fits four times into the smaller side of the
+    smallest region, and never less than one window. A 512 px store with 128 px windows gets 128 px blocks
+    (16 blocks); a 10980 px Sentinel-2 tile with 128 px windows 2688 px blocks (16 blocks).
+    """
+    unit = math.lcm(window_size, stride or window_size)
+    side = min(min(h, w) for h, w in extents)
+    return max(unit, side // 4 // unit * unit)
+
+
 def _deal(n: int, fractions: tuple[float, float, float]) -> list[int]:
     """Integer block counts per split: proportional, each positive fraction >= 1 block when n allows."""
     counts = [math.floor(n * f) for f in fractions]
