@@ -37,6 +37,7 @@ from spectravlm.encoders.spectral import (
     task_encoder,
 )
 from spectravlm.errors import ModelConfigError
+from spectravlm.heads.contrastive import padded_all_gather
 from spectravlm.pretraining.mae import MAEOutput, build_mae
 from spectravlm.pretraining.masking import MaskStrategy, check_mask
 from spectravlm.stack import SensorStack, clone_stack
@@ -208,10 +209,13 @@ class PretrainTask(BaseTask):
         gather = None
         if stage == "train" and self.trainer.world_size > 1:
 
-            def gather(t: Tensor) -> Tensor:
+            def all_gather(t: Tensor) -> Tensor:
                 gathered = self.all_gather(t, sync_grads=True)  # (R, B, ...)
                 assert isinstance(gathered, Tensor)
-                return gathered.flatten(0, 1)
+                return gathered
+
+            def gather(t: Tensor) -> tuple[Tensor, int]:  # ranks may hold batches of different sizes
+                return padded_all_gather(all_gather, t)
 
         out = self.model(batch, self.mask_generator(stage, batch_idx), gather, self.global_rank)
         n = batch.batch_size
