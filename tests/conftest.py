@@ -54,7 +54,7 @@ def s1_grd_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def bigearthnet_patches(bigearthnet_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The BigEarthNet v1.0 S1/S2 example archives, extracted once (``BigEarthNet-S{1,2}-Example/<patch>/``)."""
+    """The BigEarthNet v1.0 S1/S2 example archives, extracted once (``BigEarthNet-S*-Example/<patch>/``)."""
     import tarfile
 
     root = tmp_path_factory.mktemp("bigearthnet-patches")

@@ -12,7 +12,9 @@ import torch
 
 from spectravlm.data.datamodule import CubeDataModule
 from spectravlm.data.demo import write_demo_store
+from spectravlm.encoders.spectral import task_encoder
 from spectravlm.stack import SensorStack
+from spectravlm.tasks.base import BaseTask
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +111,46 @@ def train_losses(csv_dir: Path) -> dict[int, float]:
     runs = sorted(csv_dir.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     rows = csv.DictReader((runs[-1] / "metrics.csv").open())
     return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+class ProbeTask(BaseTask):
+    """A minimal non-pretraining task with an encoder: the mean target of a window from pooled features.
+
+    Used to test what every encoder task gets from :class:`BaseTask` (loading a pretrained encoder,
+    parameter groups, freezing, export, CLI arguments). It declares ``bands`` but not ``window_size``.
+    """
+
+    def __init__(
+        self,
+        bands: dict[str, list[str]] | None = None,
+        target: str = "agb",
+        encoder: str = "test",
+        patch_size: int = 8,
+        init_encoder: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        encoder_lr_mult: float = 1.0,
+        layer_decay: float | None = None,
+        encoder_trainable: str | int = "all",
+        refit_statistics: bool | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        self._encoder = task_encoder(
+            hp.encoder, hp.patch_size, "wavelength", "joint", 2, 0.0, False, hp.init_encoder
+        )
+        self.encoder_loaded = hp.init_encoder is not None
+        self.head = torch.nn.Linear(self._encoder.dim, 1)
+
+    @property
+    def encoder(self):  # type: ignore[no-untyped-def]
+        return self._encoder
+
+    def training_step(self, batch: SensorStack, batch_idx: int) -> torch.Tensor:
+        target = batch.targets[self.hparams.target].nanmean(dim=(1, 2))
+        pred = self.head(self._encoder(batch)).squeeze(-1)
+        ok = torch.isfinite(target)
+        return ((pred - target.nan_to_num()) ** 2 * ok).sum() / ok.sum().clamp_min(1)
