@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -154,3 +155,24 @@ class ProbeTask(BaseTask):
         pred = self.head(self._encoder(batch)).squeeze(-1)
         ok = torch.isfinite(target)
         return ((pred - target.nan_to_num()) ** 2 * ok).sum() / ok.sum().clamp_min(1)
+
+
+class KillAt(L.Callback):
+    """SIGKILL this process when the training loop is about to start the step after ``step``.
+
+    The checkpoint written at the end of step ``step`` (``ModelCheckpoint`` saves in ``on_train_batch_end``
+    and at epoch ends) is complete by then, so a test can kill a real process at a known point, without
+    sleeping or polling.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    ) -> None:  # type: ignore[no-untyped-def]
+        if trainer.global_step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

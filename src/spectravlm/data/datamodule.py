@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
@@ -51,6 +52,13 @@ from spectravlm.data.windows import (
 )
 from spectravlm.errors import DataConfigError
 from spectravlm.stack import SensorStack, collate_stacks
+
+
+# CubeDataModule saves the training position itself (state_dict below): Lightning's warning that a mid-epoch
+# checkpoint has no resumable loader does not apply to it.
+warnings.filterwarnings(
+    "ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended"
+)
 
 
 def _worker_init(_: int) -> None:
@@ -193,6 +201,8 @@ class CubeDataModule(L.LightningDataModule):
         self.augmenter = SpatialAugment(crop_size=crop_size) if augment else None
         self.datasets: dict[str, CubeDataset] = {}
         self._held: LeasedStack | None = None  # the batch in use, released when the next one arrives
+        self._train_sampler: WindowSampler | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, samples done) from a checkpoint
 
     # -- set-up ------------------------------------------------------------------------------------
 
@@ -271,6 +281,10 @@ class CubeDataModule(L.LightningDataModule):
         collate = collate_stacks
         if shuffle and self.augmenter is not None and self.augment_on == "worker":
             collate = _AugmentingCollate(self.augmenter)
+        if split == "train":
+            self._train_sampler = sampler
+            if self._resume is not None:
+                sampler.resume(*self._resume)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -281,6 +295,30 @@ class CubeDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             worker_init_fn=_worker_init,
         )
+
+    # -- position in the epoch, saved with checkpoints ---------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training loop stands: the epoch and the batches it processed (saved in checkpoints).
+
+        The count comes from the trainer's progress, not from the loader's iterator, which runs ahead by
+        the prefetched batches. (Lightning's stateful-loader hook is not used: Lightning builds the train
+        loader to estimate the number of steps before it restores a checkpoint, and then never hands the
+        loader its state.)
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._train_sampler is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"train_epoch": int(self._train_sampler.epoch), "train_batches": int(progress.processed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the saved epoch after its processed batches (the train sampler skips them)."""
+        if "train_epoch" not in state:
+            return
+        self._resume = (int(state["train_epoch"]), int(state["train_batches"]) * self.batch_size)
+        if self._train_sampler is not None:  # the loader exists already: tell its sampler
+            self._train_sampler.resume(*self._resume)
 
     def train_dataloader(self) -> DataLoader[SensorStack]:
         """Return the training windows, shuffled per epoch."""
