@@ -53,7 +53,6 @@ from spectravlm.data.windows import (
 from spectravlm.errors import DataConfigError
 from spectravlm.stack import SensorStack, collate_stacks
 
-
 # CubeDataModule saves the training position itself (state_dict below): Lightning's warning that a mid-epoch
 # checkpoint has no resumable loader does not apply to it.
 warnings.filterwarnings(
