@@ -53,8 +53,9 @@ class SensorSeries:
         all_valid: host-side fact, ``True`` when every pixel of ``valid`` is True, ``False`` when some is
             not, ``None`` when unknown. The loader sets it on the CPU so that models need no
             device-to-host synchronisation to choose their fast path.
-        finite: ``True`` when ``values`` is known to be finite wherever ``valid`` (the loader marks
-            non-finite pixels invalid), so that models skip their own check.
+        finite: ``True`` when the loader vouches for ``values``: finite wherever ``valid`` (it marks
+            non-finite pixels invalid) and, for SAR, consistent with ``units`` (it checks the first window
+            of each group on the CPU), so that models skip their own checks.
 
     """
 

@@ -222,7 +222,9 @@ class SARFrontEnd(nn.Module):
         valid = series.valid & torch.isfinite(x).all(dim=2)
         if self.nodata is not None:
             valid = valid & (series.values != self.nodata).all(dim=2)
-        if self.check_units and x.device.type == "cpu":  # on an accelerator: the loader checks (no sync)
+        # a loader-vetted series (``finite``) was checked on the CPU by the loader; on an accelerator the
+        # check would cost a device synchronisation every step
+        if self.check_units and not series.finite and x.device.type == "cpu":
             check_sar_unit(x, rearrange(valid, "b t h w -> b t 1 h w"), unit, series.sensor)
         if unit == "linear":
             valid = valid & (x > 0).all(dim=2)  # zero-filled GRD borders
