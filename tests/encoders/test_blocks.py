@@ -111,7 +111,7 @@ def test_no_graph_breaks_in_the_transformer_blocks():
             if len(blocks) == 0:
                 continue
             for m in (mask, None):
-                report = torch._dynamo.explain(lambda t, k, b=blocks: enc._blocks(b, t, k))(x, m)
+                report = torch._dynamo.explain(lambda t, k, b=blocks, e=enc: e._blocks(b, t, k))(x, m)
                 assert report.graph_break_count == 0, report.break_reasons
                 assert report.graph_count == 1
 
@@ -128,11 +128,13 @@ def test_the_encoder_forward_asks_the_device_nothing_for_a_loader_batch():
     dn = (torch.rand(2, 3, 4, 32, 32) * 4000).to(torch.int32).to(torch.uint16)
     s2 = SensorSeries(
         "sentinel2_l2a", ("B02", "B03", "B04", "B08"), dn, torch.tensor([[18000, 18010, 18020]] * 2),
-        torch.ones(2, 3, 32, 32, dtype=torch.bool), units="reflectance", scale=1e-4, all_valid=True, finite=True,
+        torch.ones(2, 3, 32, 32, dtype=torch.bool), units="reflectance", scale=1e-4,
+        all_valid=True, finite=True,
     )  # fmt: skip
     s1 = SensorSeries(
-        "sentinel1_grd", ("VV", "VH"), torch.rand(2, 2, 2, 32, 32) * 10 - 20, torch.tensor([[18002, 18014]] * 2),
-        torch.ones(2, 2, 32, 32, dtype=torch.bool), units="dB", all_valid=True, finite=True,
+        "sentinel1_grd", ("VV", "VH"), torch.rand(2, 2, 2, 32, 32) * 10 - 20,
+        torch.tensor([[18002, 18014]] * 2), torch.ones(2, 2, 32, 32, dtype=torch.bool), units="dB",
+        all_valid=True, finite=True,
     )  # fmt: skip
     stack = SensorStack({"s2": s2, "s1": s1})
 

@@ -295,9 +295,11 @@ class BaseTask(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Check the data module against the model, and set the encoder's statistics, before any step."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:  # plain dataloaders: nothing to check against (and no store to read)
+            return
         from spectravlm.data.datamodule import CubeDataModule
 
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if not isinstance(dm, CubeDataModule):
             return
         if not dm.datasets:
