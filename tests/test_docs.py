@@ -24,7 +24,7 @@ def test_loading_example_runs_as_written(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     (block,) = _python_blocks("loading.md")[:1]
     namespace: dict[str, object] = {}
-    exec(compile(block, "docs/loading.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    exec(compile(block, "docs/loading.md", "exec"), namespace)
     model = namespace["model"]
     assert model.trainer.global_step == 2  # type: ignore[attr-defined]
 
