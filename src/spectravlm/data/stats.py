@@ -126,3 +126,29 @@ def compute_stats(
         for name, stats in results.items():
             tx.set_group_attrs(name, {"stats": stats, "stats_rule": rule, "cloud_threshold": cloud_threshold})
     return results
+
+
+def normalisation_stats(group: SensorGroup) -> dict[str, tuple[int, float, float]] | None:
+    """Per band ``(count, mean, std)`` in the encoder's normalisation domain, from the stored statistics.
+
+    Optical bands and SAR stored in dB: the raw statistics mapped through the group's ``scale_factor`` and
+    ``add_offset`` (reflectance; dB). SAR stored as linear power: the dB statistics the stats pass records
+    for such groups (``stats_db``). ``None`` when the group has no (usable) statistics.
+    """
+    from spectravlm.sensors import canonical_unit
+
+    units = canonical_unit(group.units)
+    if group.sensor.kind == "sar" and units == "linear":
+        raw = dict(group.zgroup.attrs).get("stats_db") or {}
+        scale, offset = 1.0, 0.0
+    elif units == "DN":
+        return None
+    else:
+        raw, scale, offset = group.stats, group.scale_factor, group.add_offset
+    out = {}
+    for band in group.bands:
+        s = raw.get(band)
+        if not s or not s.get("count"):
+            return None
+        out[band] = (int(s["count"]), float(s["mean"]) * scale + offset, float(s["std"]) * abs(scale))
+    return out
