@@ -31,11 +31,12 @@ def _bridge(**overrides: object) -> QFormerBridge:
     return QFormerBridge(config)
 
 
-@pytest.fixture(scope="module")
-def encoded(scenes: SensorStack) -> EncoderOutput:
+@pytest.fixture(scope="module", params=["joint", "factorised"])
+def encoded(scenes: SensorStack, request: pytest.FixtureRequest) -> EncoderOutput:
+    """The test encoder's output on two demo windows, with either attention pattern."""
     torch.manual_seed(0)
     with torch.no_grad():
-        return spectral_encoder_test(patch_size=8).forward_features(scenes)
+        return spectral_encoder_test(patch_size=8, attention=request.param).forward_features(scenes)
 
 
 def test_output_shapes_and_float32(encoded: EncoderOutput) -> None:
