@@ -5,8 +5,8 @@
 a KV cache (``cache`` in transformers 5, ``past_key_values`` before) and returns ``logits`` and
 ``hidden_states``). In ``xval`` mode it scales the number tokens' embeddings by their values
 (:class:`~spectravlm.numeric.modules.NumberEmbedding`), adds the number head's loss to the LM loss, and
-fills in the value of every number token it generates. In ``digits`` and ``none`` mode it is the LM alone, so that the three modes are compared
-with one code path.
+fills in the value of every number token it generates. In ``digits`` and ``none`` mode it is the LM
+alone, so that the three modes are compared with one code path.
 
 A model that puts something in front of the text (the Q-Former bridge) calls :meth:`embed_inputs`
 for the text, concatenates its own embeddings, and calls :meth:`forward_embeds` with ``labels``,
@@ -250,7 +250,9 @@ class NumericCausalLM(nn.Module):
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         past: Any = None
         num_ids = torch.tensor(self.num_token_ids, dtype=torch.long, device=ids.device)
-        cache_kwarg = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
+        cache_kwarg = (
+            "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
+        )
         for _ in range(max_new_tokens):
             kwargs: dict[str, Any] = {} if past is None else {cache_kwarg: past}
             out = self.lm(

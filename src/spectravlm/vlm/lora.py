@@ -102,4 +102,3 @@ def apply_lora(model: nn.Module, settings: LoraSettings, model_type: str) -> nn.
         task_type="CAUSAL_LM",
     )
     return peft.get_peft_model(model, config)
-
