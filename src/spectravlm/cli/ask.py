@@ -192,8 +192,9 @@ def read_scene(
             keep &= (days >= dates[0]) & (days <= dates[1])
         index = np.flatnonzero(keep)
         if len(index):
+            valid = s.valid[:, index]
             series[name] = replace(
-                s, values=s.values[:, index], times=s.times[:, index], valid=s.valid[:, index]
+                s, values=s.values[:, index], times=s.times[:, index], valid=valid, all_valid=bool(valid.all())
             )
     if not series:
         span = "" if dates is None else f" between {dates[0]} and {dates[1]}"

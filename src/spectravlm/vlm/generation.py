@@ -132,7 +132,8 @@ def _processors(
     out = LogitsProcessorList()
     if repetition_penalty is not None and repetition_penalty != 1.0:
         out.append(RepetitionPenaltyLogitsProcessor(penalty=repetition_penalty))
-    out.append(SuppressTokensLogitsProcessor(suppress_tokens=[model.processor.image_token_id], device="cpu"))
+    device = str(model.bridge.query_tokens.device)  # transformers compares its token list on the scores' device
+    out.append(SuppressTokensLogitsProcessor(suppress_tokens=[model.processor.image_token_id], device=device))
     if extra:
         out.extend(extra)
     if do_sample:
@@ -179,7 +180,7 @@ def generate(
         streamer: A transformers streamer (batch of one); :class:`NumericTextStreamer` prints
             numbers from their values, any other streamer shows the number token.
         logits_processor: Extra processors applied after the built-in ones.
-        generator: Random generator for sampling (reproducible draws).
+        generator: Random generator for sampling (reproducible draws), on the model's device.
 
     Returns:
         :class:`VLMGeneration`.
