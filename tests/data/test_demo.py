@@ -62,8 +62,9 @@ def test_the_demo_store_never_replaces_other_data(tmp_path):
     with StoreTransaction(real) as tx:
         tx.write_sensor(
             "s2",
-            SensorCube("sentinel2_l2a", ("B04",), np.ones((1, 1, 8, 8), np.uint16), np.array(["2020-01-01"], "datetime64[s]"),
-                       Grid(8, 8), units="reflectance", scale_factor=1e-4),
+            SensorCube("sentinel2_l2a", ("B04",), np.ones((1, 1, 8, 8), np.uint16),
+                       np.array(["2020-01-01"], "datetime64[s]"), Grid(8, 8), units="reflectance",
+                       scale_factor=1e-4),
         )  # fmt: skip
     before = sorted((p.relative_to(real), p.stat().st_mtime_ns) for p in real.rglob("*"))
     with pytest.raises(StoreExistsError, match="not a synthetic demo store"):

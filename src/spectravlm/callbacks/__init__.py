@@ -13,6 +13,7 @@ _WHERE = {
     "AtomicCheckpointIO": "checkpoint_io",
     "ExportEncoder": "export",
     "ReconstructionFigure": "reconstruction",
+    "RunSummary": "summary",
     "SeenWindows": "windows",
 }
 __all__ = sorted(_WHERE)
