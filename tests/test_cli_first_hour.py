@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -88,3 +90,23 @@ def test_summary_warns_about_a_split_that_blocks_distort(tmp_path):
     assert "the train split holds 50% of the windows, 80% were asked" in text
     assert "block_size 128 px on stores of 256x256 px gives 4 block(s)" in text
     assert "warning: the" in "\n".join(summary.lines)
+
+
+def test_predict_saves_what_it_computes(demo_store, tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    fit = demo_cli_args(demo_store, 1, "--trainer.limit_train_batches=1")
+    assert main(fit) == 0
+    capsys.readouterr()
+    assert main(["predict", *fit[1:], "--ckpt_path", "last"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote the features of 4 windows to" in out
+    path = Path(out.split("wrote the features of 4 windows to ")[1].split()[0])
+    saved = np.load(path)
+    assert saved["features"].shape == (4, 32) and sorted(saved["index"].tolist()) == [0, 1, 2, 3]
+    assert saved["origin"].shape == (4, 2) and np.isfinite(saved["features"]).all()
+    before = path.read_bytes()
+    assert main(["predict", *fit[1:], "--ckpt_path", "last"]) == 0  # a second run: its own version folder
+    second = capsys.readouterr().out.split("windows to ")[1].split()[0]
+    assert Path(second) != path and path.read_bytes() == before  # the earlier prediction is untouched

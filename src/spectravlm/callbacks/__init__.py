@@ -12,6 +12,7 @@ from typing import Any
 _WHERE = {
     "AtomicCheckpointIO": "checkpoint_io",
     "ExportEncoder": "export",
+    "FeatureWriter": "features",
     "ReconstructionFigure": "reconstruction",
     "RunSummary": "summary",
     "SeenWindows": "windows",
