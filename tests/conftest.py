@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import demo_bands, demo_batch, demo_store  # noqa: F401 (shared fixtures)
+
 SHARED_DATA = Path(
     os.environ.get("SPECTRAVLM_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
 )

@@ -60,7 +60,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the checkpoint file is empty")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises RuntimeError, pickle errors, zipfile errors, EOFError...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "zip" in first.lower() or "eof" in first.lower() or "central directory" in first.lower():
