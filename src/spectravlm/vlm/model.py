@@ -157,7 +157,7 @@ class SpectraVLM(nn.Module):
     Attributes:
         num_token_ids: ``[k]`` ids of the number tokens that carry values (empty unless ``xval``).
 
-    Example:
+    Examples:
         >>> config = SpectraVLMConfig.create("runs/encoder", "Qwen/Qwen2.5-0.5B")  # doctest: +SKIP
         >>> model = SpectraVLM(config)  # doctest: +SKIP
         >>> out = model.generate(stack, ["<image> What is the mean AGB?"])  # doctest: +SKIP
