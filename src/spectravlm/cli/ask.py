@@ -194,7 +194,11 @@ def read_scene(
         if len(index):
             valid = s.valid[:, index]
             series[name] = replace(
-                s, values=s.values[:, index], times=s.times[:, index], valid=valid, all_valid=bool(valid.all())
+                s,
+                values=s.values[:, index],
+                times=s.times[:, index],
+                valid=valid,
+                all_valid=bool(valid.all()),
             )
     if not series:
         span = "" if dates is None else f" between {dates[0]} and {dates[1]}"

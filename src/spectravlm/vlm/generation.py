@@ -132,7 +132,7 @@ def _processors(
     out = LogitsProcessorList()
     if repetition_penalty is not None and repetition_penalty != 1.0:
         out.append(RepetitionPenaltyLogitsProcessor(penalty=repetition_penalty))
-    device = str(model.bridge.query_tokens.device)  # transformers compares its token list on the scores' device
+    device = str(model.bridge.query_tokens.device)  # transformers compares the ids on the scores' device
     out.append(SuppressTokensLogitsProcessor(suppress_tokens=[model.processor.image_token_id], device=device))
     if extra:
         out.extend(extra)
