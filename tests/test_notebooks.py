@@ -14,7 +14,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-QUICK = {"02_pretrain.ipynb": "EPOCHS = 1"}  # settings for the run over the real store
+QUICK = {"03_pretrain.ipynb": "EPOCHS = 1"}  # settings for the run over the real store
 
 
 def _run(path: Path, overrides: str = "") -> nbformat.NotebookNode:
@@ -40,6 +40,14 @@ def _snapshot(root: Path) -> list[tuple[str, int, int]]:
 def test_notebook_runs(path):
     nb = _run(path)
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
+    figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert figures, f"{path.name} shows no figure"
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
 
 
 @pytest.fixture(scope="module")
