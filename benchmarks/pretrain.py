@@ -68,7 +68,7 @@ def _peak_mb() -> float:
 def _batch(store: Path, window: int, batch: int):
     dm = CubeDataModule(
         stores=[str(store)], groups=["s2", "s1"], window_size=window, block_size=2 * window,
-        batch_size=batch, num_workers=0, normalize=False, augment=False, seed=0,
+        batch_size=batch, num_workers=0, augment=False, seed=0,
     )  # fmt: skip
     dm.setup("fit")
     return dm.transform(next(iter(dm.train_dataloader())), train=False)
@@ -183,7 +183,7 @@ def loop_part(store: Path, args: argparse.Namespace) -> dict:
 
     dm = CubeDataModule(
         stores=[str(store)], groups=["s2", "s1"], window_size=args.window, block_size=2 * args.window,
-        batch_size=args.batch, num_workers=args.workers, normalize=False, seed=0,
+        batch_size=args.batch, num_workers=args.workers, seed=0,
     )  # fmt: skip
     task = PretrainTask(bands=store_bands(dm.stores, dm.groups), window_size=args.window, encoder="small")
     waits = Waits()

@@ -60,3 +60,7 @@ class ModelConfigError(SpectraVLMError, ValueError):
 
 class NumericInputError(SpectraVLMError, ValueError):
     """Text or values the numeric tokenizer cannot encode or decode faithfully (NaN, overflow, length)."""
+
+
+class UnknownUnitError(ModelConfigError):
+    """A unit spelling that is not one of the library's physical units, or a unit a model cannot take."""

@@ -11,15 +11,27 @@ Sources:
       S2A values (COPE-GSEG-EOPG-TN-15-0007, v3.0). Native GSD from the MSI user guide.
     * Sentinel-1: C-band SAR at 5.405 GHz (ESA Sentinel-1 user guide); GRD products in IW mode are
       delivered at 10 m pixel spacing.
-    * Default S2 L2A statistics (reflectance x 1e4): BigEarthNet v1.0 band statistics published by
-      the BigEarthNet team (TU Berlin RSiM, bigearthnet-models-tf, ``BAND_STATS``). B10 is absent
-      from L2A products.
+    * Default S2 L2A statistics (given as published in reflectance x 1e4, stored here divided by 1e4
+      as reflectance): BigEarthNet v1.0 band statistics published by the BigEarthNet team (TU Berlin
+      RSiM, bigearthnet-models-tf, ``BAND_STATS``). B10 is absent from L2A products.
     * Default S2 L1C statistics: the same BigEarthNet values for the 12 bands L1C shares with L2A
       (an approximation: L1C is top-of-atmosphere, values are higher in the blue); B10 (cirrus) from
       the eo-learn Ljubljana L1C reference scenes, rounded (see ``DEFAULT_STATS_SOURCE``).
     * Default S1 statistics (backscatter in dB): BigEarthNet-S1 v1.0 statistics
       (bigearthnet_common, ``BAND_STATS_S1``). HH/HV use the VV/VH values (no published global
       statistics for Sentinel-1 HH/HV over land in the same source).
+
+Units (physical units are facts): every value that reaches a model is in one of :data:`UNITS`, after the
+store's ``scale_factor`` and ``add_offset`` are applied (``physical = raw * scale + offset``):
+
+    ``reflectance``  optical surface or top-of-atmosphere reflectance, 0..1 (S2 L1C/L2A digital numbers
+                     x 1e-4, with offset -0.1 for L2A processing baseline >= 04.00)
+    ``dB``           SAR backscatter (sigma0) in decibels
+    ``linear``       SAR backscatter (sigma0) as linear power
+    ``DN``           uncalibrated digital numbers (S1 GRD without its calibration): stored, never encoded
+
+:func:`canonical_unit` maps the spellings found in stores and files to these names; a spelling it does not
+know is an error, never a guess. :data:`ACCEPTED_UNITS` says which units an encoder takes per band kind.
 
 Example:
     >>> from spectravlm.sensors import get_sensor
@@ -38,15 +50,55 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from spectravlm.errors import UnknownBandError, UnknownSensorError
+from spectravlm.errors import UnknownBandError, UnknownSensorError, UnknownUnitError
 
 BandKind = Literal["optical", "sar"]
 SarUnit = Literal["linear", "db"]
 
+UNITS: tuple[str, ...] = ("reflectance", "dB", "linear", "DN")
+"""The physical units of the library (see the module docstring)."""
+
+ACCEPTED_UNITS: dict[str, tuple[str, ...]] = {"optical": ("reflectance",), "sar": ("dB", "linear")}
+"""Units an encoder accepts for each band kind (optical values are normalised as reflectance, SAR in dB)."""
+
+_UNIT_SPELLINGS = {
+    "reflectance": "reflectance",
+    "surface reflectance": "reflectance",
+    "toa reflectance": "reflectance",
+    "db": "dB",
+    "decibel": "dB",
+    "decibels": "dB",
+    "linear": "linear",
+    "linear power": "linear",
+    "power": "linear",
+    "dn": "DN",
+}
+
+
+def canonical_unit(text: str) -> str:
+    """The canonical name (one of :data:`UNITS`) of a unit spelling found in a store or a file.
+
+    ``"linear power"`` is ``linear``, ``"db"`` is ``dB``, and any spelling that starts with ``DN`` (``"DN^2
+    (uncalibrated linear intensity)"``) is ``DN``.
+
+    Raises:
+        UnknownUnitError: an empty or unknown spelling (the message lists the known units).
+
+    """
+    key = " ".join(str(text).strip().lower().split())
+    if key in _UNIT_SPELLINGS:
+        return _UNIT_SPELLINGS[key]
+    if key.startswith("dn"):
+        return "DN"
+    raise UnknownUnitError(
+        f"unit {text!r} is not known; known units: {', '.join(UNITS)} (physical = raw * scale_factor + "
+        "add_offset); set the group's units when ingesting"
+    )
+
 
 @dataclass(frozen=True)
 class BandStats:
-    """Default normalisation statistics for one band, in the band's stored units."""
+    """Default normalisation statistics for one band, in the band's physical units (``Band.units``)."""
 
     mean: float
     std: float
@@ -62,7 +114,7 @@ class Band:
         sensor: name of the sensor the band belongs to.
         kind: ``optical`` or ``sar``.
         gsd_m: native ground sampling distance in metres.
-        units: what the stored values mean (``reflectance*1e4``, ``dB``, ``linear power``).
+        units: the physical unit of the band's default statistics (``reflectance`` or ``dB``).
         wavelength_nm: centre wavelength in nm (optical only; ``None`` for SAR).
         bandwidth_nm: full width of the spectral response in nm (optical only).
         frequency_ghz: radar centre frequency in GHz (SAR only).
@@ -182,7 +234,8 @@ _S2_TABLE: tuple[tuple[str, float, float, float, str, tuple[float, float] | None
     ("B12", 2202.4, 175.0, 20.0, "SWIR 2", (1009.32729131, 818.86747235)),
 )
 # B10 is only in L1C; its statistics come from the real eo-learn L1C scenes (see module docstring).
-_S2_B10_STATS = BandStats(mean=21.0, std=17.0, source=_EOLEARN_B10)
+_S2_B10_STATS = BandStats(mean=21.0e-4, std=17.0e-4, source=_EOLEARN_B10)
+_S2_DN_PER_REFLECTANCE = 1e4  # the published statistics are in S2 digital numbers (reflectance x 1e4)
 
 _S2_ALIASES = {f"B{i}": f"B{i:02d}" for i in range(1, 13)} | {
     "B08A": "B8A",
@@ -198,14 +251,18 @@ def _s2_bands(sensor: str, with_b10: bool) -> tuple[Band, ...]:
     for name, wl, bw, gsd, role, stats in _S2_TABLE:
         if name == "B10" and not with_b10:
             continue
-        band_stats = _S2_B10_STATS if stats is None else BandStats(stats[0], stats[1], _BEN)
+        band_stats = (
+            _S2_B10_STATS
+            if stats is None
+            else BandStats(stats[0] / _S2_DN_PER_REFLECTANCE, stats[1] / _S2_DN_PER_REFLECTANCE, _BEN)
+        )
         bands.append(
             Band(
                 name=name,
                 sensor=sensor,
                 kind="optical",
                 gsd_m=gsd,
-                units="reflectance*1e4",
+                units="reflectance",
                 wavelength_nm=wl,
                 bandwidth_nm=bw,
                 description=role,

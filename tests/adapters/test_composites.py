@@ -14,7 +14,10 @@ from spectravlm.stack import SensorSeries
 BIOMASSTERS_S2 = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 
 
-def _series(sensor: str, bands: tuple[str, ...], values: torch.Tensor, units: str = "raw") -> SensorSeries:
+def _series(
+    sensor: str, bands: tuple[str, ...], values: torch.Tensor, units: str = "reflectance", scale: float = 1e-4
+) -> SensorSeries:
+    """S2 digital numbers (reflectance x 1e4) by default."""
     b, t, _, h, w = values.shape
     return SensorSeries(
         sensor,
@@ -23,6 +26,7 @@ def _series(sensor: str, bands: tuple[str, ...], values: torch.Tensor, units: st
         torch.zeros(b, t, dtype=torch.long),
         torch.ones(b, t, h, w, dtype=torch.bool),
         units=units,
+        scale=1.0 if units != "reflectance" else scale,
     )
 
 
@@ -35,7 +39,7 @@ def test_s2_true_colour_values() -> None:
     torch.testing.assert_close(rgb[0, 0, :, 0, 0], torch.tensor([0.5, 0.2, 0.1]))
     assert rgb[0, 0, 0, 0, 1] == 1.0
     refl = apply_composite(
-        _series("sentinel2_l2a", ("B02", "B03", "B04", "B08"), v / 1e4, "reflectance"), "s2_true_colour"
+        _series("sentinel2_l2a", ("B02", "B03", "B04", "B08"), v / 1e4, "reflectance", 1.0), "s2_true_colour"
     )
     torch.testing.assert_close(refl, rgb)
 
@@ -69,7 +73,7 @@ def test_adapter_init_reproduces_composite_exactly_on_real_s2(
     series = _series("sentinel2_l2a", BIOMASSTERS_S2, torch.from_numpy(arr)[None, None])
     fixed = apply_composite(series, "s2_true_colour")[:, 0]
     adapter = PseudoRGBAdapter("s2_true_colour", bands=bands)
-    x, _ = composite_inputs(series, adapter.bands, "reflectance*1e4")
+    x, _ = composite_inputs(series, adapter.bands, "reflectance")
     learned = adapter(x)
     assert torch.equal(learned, fixed)  # bit for bit
     assert 0.01 < float(fixed.mean()) < 0.9  # a real, not blank, image

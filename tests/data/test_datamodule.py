@@ -1,4 +1,4 @@
-"""CubeDataModule: block split, normalisation, augmentation shared across sensors/dates/targets, fit."""
+"""CubeDataModule: block split, units and statistics, augmentation shared by sensors/dates/targets, fit."""
 
 from pathlib import Path
 
@@ -11,7 +11,6 @@ import zarr
 from spectravlm.data.augment import SpatialAugment
 from spectravlm.data.datamodule import CubeDataModule
 from spectravlm.data.demo import write_demo_store
-from spectravlm.data.normalize import GroupNorm, Normalizer
 from spectravlm.data.store import StoreTransaction
 from spectravlm.data.windows import WindowSampler
 from spectravlm.errors import DataConfigError
@@ -59,41 +58,38 @@ def test_split_is_disjoint_complete_and_seeded(store):
     assert {k: set(ds.windows) for k, ds in other.datasets.items()} != windows
 
 
-def test_normalisation_uses_store_stats_and_masks_invalid_pixels(store):
+def test_batches_carry_stored_values_with_their_units_scale_and_host_facts(store):
     dm = _dm(store, augment=False)
     dm.setup("fit")
     raw = next(iter(dm.val_dataloader()))
     out = dm.transform(raw, train=False)
-    stats = dict(zarr.open_group(store, mode="r")["s2"].attrs)["stats"]
-    s2_raw, s2 = raw["s2"], out["s2"]
-    assert (
-        s2_raw.values.dtype == torch.uint16 and s2.values.dtype == torch.float32 and s2.units == "normalised"
-    )
-    b08 = s2.bands.index("B08")
-    expect = (s2_raw.values[:, :, b08].float() - stats["B08"]["mean"]) / stats["B08"]["std"]
-    valid = s2_raw.valid
-    assert torch.allclose(s2.values[:, :, b08][valid], expect[valid], atol=1e-5)
-    assert (s2.values[:, :, b08][~valid] == 0).all() and (~valid).any()
-    s1_stats = dict(zarr.open_group(store, mode="r")["s1"].attrs)["stats"]
-    vh = (raw["s1"].values[:, :, 1] - s1_stats["VH"]["mean"]) / s1_stats["VH"]["std"]
-    assert torch.allclose(out["s1"].values[:, :, 1], vh, atol=1e-5)
-    with pytest.raises(DataConfigError, match="normalise raw values only once"):
-        dm.normalizer(out)
-    linear = Normalizer(dm.normalizer.groups, sar_units="linear")(raw)["s1"].values[:, :, 0]
-    assert torch.allclose(
-        linear, 10 ** ((raw["s1"].values[:, :, 0] - s1_stats["VV"]["mean"]) / 10), rtol=1e-5
-    )
-    assert (linear > 0).all()
+    s2, s1 = out["s2"], out["s1"]
+    assert s2.values.dtype == torch.uint16 and (s2.units, s2.scale, s2.offset) == ("reflectance", 1e-4, 0.0)
+    assert s1.values.dtype == torch.float32 and (s1.units, s1.scale, s1.offset) == ("dB", 1.0, 0.0)
+    for s in (s2, s1):  # host-side facts are exact
+        assert s.finite and s.all_valid == bool(s.valid.all())
+    assert s2.all_valid is False  # the demo store has clouds
 
 
-def test_normalisation_falls_back_to_sensor_defaults(tmp_path, store):
+def test_datamodule_reports_store_statistics_in_the_encoders_domain(store, tmp_path):
+    dm = _dm(store, groups={"s2": ["B02", "B12"], "s1": None}, targets=[])
+    dm.setup("fit")
+    stats = dm.sensor_statistics()
+    raw = dict(zarr.open_group(store, mode="r")["s2"].attrs)["stats"]
+    ((path, s2),) = stats["sentinel2_l2a"]
+    assert path == str(store) and set(s2) == {"B02", "B12"}
+    assert s2["B02"][1] == pytest.approx(raw["B02"]["mean"] * 1e-4) and s2["B02"][2] == pytest.approx(
+        raw["B02"]["std"] * 1e-4
+    )
+    ((_, s1),) = stats["sentinel1_grd"]
+    s1_raw = dict(zarr.open_group(store, mode="r")["s1"].attrs)["stats"]
+    assert s1["VV"][1] == pytest.approx(s1_raw["VV"]["mean"])  # dB stored: unchanged
+    # a store without statistics reports none, and is named
     bare = tmp_path / "nostats.zarr"
     root = zarr.open_group(store, mode="r")
-    from spectravlm.data.store import CubeStore
+    from spectravlm.data.store import CubeStore, SensorCube
 
     src = CubeStore.open(store)["s2"]
-    from spectravlm.data.store import SensorCube
-
     cube = SensorCube(
         "sentinel2_l2a",
         src.bands,
@@ -102,15 +98,14 @@ def test_normalisation_falls_back_to_sensor_defaults(tmp_path, store):
         src.grid,
         nodata=0,
         cloud=root["s2/cloud"][:],
+        scale_factor=1e-4,
+        units="reflectance",
     )
     with StoreTransaction(bare) as tx:
         tx.write_sensor("s2", cube)
-    dm = _dm(bare, groups={"s2": ["B02", "B12"]}, targets=[])
+    dm = _dm(bare, groups=["s2"], targets=[])
     dm.setup("fit")
-    g = dm.normalizer.groups["s2"]
-    assert g.source.startswith("sensor defaults: BigEarthNet")
-    assert g.mean == pytest.approx((429.9430203, 1009.32729131))
-    assert GroupNorm.from_defaults("sentinel1_grd", ("VV",), "dB").mean[0] == pytest.approx(-12.62, abs=0.01)
+    assert dm.sensor_statistics() == {} and dm.datasets["train"].groups_without_statistics() == [f"{bare}/s2"]
 
 
 def _position_stack(b: int = 64, size: int = 16) -> SensorStack:
@@ -131,9 +126,16 @@ def _position_stack(b: int = 64, size: int = 16) -> SensorStack:
     valid = (pos > 20).unsqueeze(1).expand(b, 3, size, size).contiguous()
     return SensorStack(
         series={
-            "s2": SensorSeries("s2", ("B04", "B08"), s2, torch.zeros(b, 3), valid),
+            "s2": SensorSeries(
+                "s2", ("B04", "B08"), s2, torch.zeros(b, 3), valid, units="reflectance", scale=1e-4
+            ),
             "s1": SensorSeries(
-                "s1", ("VV", "VH"), s1, torch.zeros(b, 4), torch.ones(b, 4, size, size, dtype=torch.bool)
+                "s1",
+                ("VV", "VH"),
+                s1,
+                torch.zeros(b, 4),
+                torch.ones(b, 4, size, size, dtype=torch.bool),
+                units="dB",
             ),
         },
         targets={"pos": pos, "agb": agb},
@@ -174,7 +176,7 @@ def test_augmentation_is_identical_across_sensors_dates_and_target():
     assert set(params["k"].tolist()) == {0, 1, 2, 3}
 
 
-def test_lightning_fit_normalises_and_augments_on_device(store):
+def test_lightning_fit_augments_on_device_and_keeps_stored_values(store):
     seen: dict[str, list] = {"train": [], "val": []}
 
     class Probe(L.LightningModule):
@@ -186,11 +188,11 @@ def test_lightning_fit_normalises_and_augments_on_device(store):
             seen["train"].append(
                 (batch["s2"].units, tuple(batch["s2"].values.shape), batch["s2"].values.dtype)
             )
-            return (self.w - batch["s2"].values.mean()) ** 2
+            return (self.w - batch["s2"].values.float().mean()) ** 2
 
         def validation_step(self, batch, _):
             seen["val"].append((batch["s2"].units, tuple(batch["s2"].values.shape)))
-            ref = dm.normalizer(dm.datasets["val"].read_batch(batch.index.tolist()))  # read again, in-process
+            ref = dm.datasets["val"].read_batch(batch.index.tolist())  # read again, in-process
             assert torch.equal(batch["s2"].values, ref["s2"].values)  # the worker's reused slot was not early
             assert torch.equal(batch.targets["agb"], ref.targets["agb"])
 
@@ -210,8 +212,8 @@ def test_lightning_fit_normalises_and_augments_on_device(store):
     trainer.fit(Probe(), datamodule=dm)
     assert isinstance(trainer.train_dataloader.sampler, WindowSampler)  # Lightning kept our sampler
     assert len(seen["train"]) == 2 and len(seen["val"]) == 1  # 8 train and 4 val windows, batches of 4
-    assert all(s == ("normalised", (4, 3, 10, 48, 48), torch.float32) for s in seen["train"])
-    assert all(s == ("normalised", (4, 3, 10, 64, 64)) for s in seen["val"])
+    assert all(s == ("reflectance", (4, 3, 10, 48, 48), torch.uint16) for s in seen["train"])
+    assert all(s == ("reflectance", (4, 3, 10, 64, 64)) for s in seen["val"])
 
 
 def test_augmentation_in_workers_and_bad_configs(store):

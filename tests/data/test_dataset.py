@@ -136,7 +136,7 @@ def test_demo_windows_equal_store_values_masks_and_targets(demo_store):
         w = ds.windows[i]
         rows, cols = w.slices()
         s2 = s["s2"]
-        assert s2.bands == ("B08", "B04") and s2.units == "raw" and s2.values.dtype == torch.uint16
+        assert s2.bands == ("B08", "B04") and s2.units == "reflectance" and s2.values.dtype == torch.uint16
         raw = root["s2/data"].oindex[:, [6, 2], rows, cols]
         assert np.array_equal(s2.values[0].numpy(), raw)
         cloud = root["s2/cloud"][:, rows, cols]
@@ -223,7 +223,22 @@ def test_region_of_several_stores_and_several_regions(tmp_path, demo_store):
     # the demo store has another CRS and size but the same 10 m pixels: allowed across regions
     both = CubeDataset([tmp_path / "a.zarr", demo_store], groups=["s2"], window_size=128)
     assert {w.region for w in both.windows} == {0, 1}
-    assert both.pooled_stats("s2") is None  # store a.zarr has no statistics: defaults will apply
+    # a.zarr stores S2 with scale 1, the demo store with scale 1e-4: batches carry float32 physical values
+    assert both.groups["s2"].scale is None
+    r0 = next(i for i, w in enumerate(both.windows) if w.region == 0)
+    r1 = next(i for i, w in enumerate(both.windows) if w.region == 1)
+    batch = both.read_batch([r0, r1])["s2"]
+    assert batch.values.dtype == torch.float32 and (batch.scale, batch.offset) == (1.0, 0.0)
+    demo_raw = zarr.open_group(demo_store, mode="r")["s2/data"]
+    w = both.windows[r1]
+    bands = [
+        list(zarr.open_group(demo_store, mode="r")["s2/band"][:]).index(b) for b in both.groups["s2"].bands
+    ]
+    expect = demo_raw.oindex[:, bands, w.slices()[0], w.slices()[1]].astype(np.float32) * np.float32(1e-4)
+    np.testing.assert_allclose(batch.values[1, : expect.shape[0]].numpy(), expect, rtol=1e-6)
+    np.testing.assert_array_equal(batch.values[0, : s2.data.shape[0]].numpy(), s2.data[:, :, :128, :128])
+    assert [p for p, _ in both.sensor_statistics()["sentinel2_l2a"]] == [str(demo_store)]
+    assert both.groups_without_statistics() == [f"{tmp_path / 'a.zarr'}/s2"]
 
 
 def test_bad_requests_give_clear_errors(tmp_path, holes_store, demo_store):

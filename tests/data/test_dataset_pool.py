@@ -24,7 +24,7 @@ def _leased(pool: BatchPool) -> LeasedStack:
     assert got is not None
     slot, gen = got
     valid = torch.ones(1, 1, 2, 2, dtype=torch.bool)
-    s = SensorSeries("s1", ("VV",), torch.zeros(1, 1, 1, 2, 2), torch.zeros(1, 1), valid)
+    s = SensorSeries("s1", ("VV",), torch.zeros(1, 1, 1, 2, 2), torch.zeros(1, 1), valid, units="dB")
     return LeasedStack(series={"s1": s}, lease=pool.flags, slot=slot, generation=gen)
 
 
@@ -73,3 +73,45 @@ def test_worker_batches_stay_correct_with_and_without_release(store, release):
         assert len(slots) == 16 and len(set(slots)) <= 4  # every batch came from a reused slot
     else:
         assert len(slots) == 4  # 2 slots per worker, then fresh shared memory
+
+
+def test_a_view_at_an_offset_is_cloned_before_the_slot_is_released():
+    """A transform returning a view into the pooled batch (a crop at an offset) must not keep slot memory."""
+    from dataclasses import replace
+
+    from spectravlm.data.datamodule import _own_copy
+
+    pool = BatchPool(max_slots=1)
+    raw = _leased(pool)
+    s = raw["s1"]
+    big = replace(
+        s, values=torch.arange(16.0).view(1, 1, 1, 4, 4), valid=torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    )
+    raw = LeasedStack(series={"s1": big}, lease=raw.lease, slot=raw.slot, generation=raw.generation)
+    view = replace(big, values=big.values[..., 1:3, 1:3], valid=big.valid[..., 1:3, 1:3])  # offset view
+    assert view.values.data_ptr() != big.values.data_ptr()  # a data_ptr comparison would miss it
+    from spectravlm.stack import SensorStack
+
+    out = _own_copy(SensorStack({"s1": view}), raw)
+    assert out["s1"].values.untyped_storage().data_ptr() != big.values.untyped_storage().data_ptr()
+    raw.release()
+    big.values.zero_()  # the slot is reused and overwritten
+    assert out["s1"].values.flatten().tolist() == [5.0, 6.0, 9.0, 10.0]
+
+
+def test_batches_used_as_they_are_are_released_when_the_next_one_arrives(store):
+    """Validation without augmentation: the batch is used as it is; its slot comes back at the next batch."""
+    from spectravlm.data.datamodule import CubeDataModule
+
+    dm = CubeDataModule(
+        [str(store)], groups=["s2"], window_size=64, block_size=128, batch_size=2, num_workers=0
+    )
+    dm.setup("fit")
+    first = dm.datasets["val"].read_batch([0, 1])
+    assert isinstance(first, LeasedStack) and first.lease is not None
+    flags = first.lease  # the worker's shared slot flags
+    assert dm.transform(first, train=False) is first
+    assert int(flags[first.slot]) != 0  # in use by the step
+    second = dm.datasets["val"].read_batch([0, 1])
+    dm.transform(second, train=False)
+    assert int(flags[first.slot]) == 0  # released once the next batch arrived

@@ -29,6 +29,8 @@ def _s2(b: int = 2, t: int = 2, size: int = 32) -> SensorSeries:
         torch.rand(b, t, 5, size, size, generator=g) * 3000,
         torch.tensor([[17000 + 7 * i for i in range(t)]] * b),
         torch.ones(b, t, size, size, dtype=torch.bool),
+        units="reflectance",
+        scale=1e-4,
     )
 
 
@@ -123,10 +125,10 @@ def test_fixed_composite_and_masks_and_dates() -> None:
     valid[0, 1] = False
     s1 = SensorSeries("sentinel1_grd", ("VV", "VH"), db, torch.tensor([[1, 13, 25]]), valid, units="dB")
     assert not any(p.requires_grad for p in enc.adapter.parameters())
-    dates = enc.forward_dates(SensorStack({"s1_asc": s1}))["s1_asc"]
-    assert dates.tokens.shape == (1, 3, 4, 64)
-    assert not dates.mask[0, 1].any() and dates.mask[0, 0].all()
-    assert (dates.tokens[0, 1] == 0).all()
+    tokens, mask = enc.forward_features(SensorStack({"s1_asc": s1})).per_date("s1_asc")
+    assert tokens.shape == (1, 3, 4, 64)
+    assert not mask[0, 1].any() and mask[0, 0].all()
+    assert (tokens[0, 1] == 0).all()
     with pytest.raises(ModelConfigError, match="needs exactly one"):
         enc(_s2())
     with pytest.raises(ModelConfigError, match="is for Sentinel-1"):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from spectravlm.encoders.spectral import (
     SpectralEncoder,
     SpectralEncoderConfig,
+    build_encoder,
     spectral_encoder_test,
     spectral_encoder_tiny,
 )
@@ -35,6 +37,8 @@ def _biomassters_s2(root: Path, months: tuple[int, ...] = (6, 7)) -> SensorSerie
         torch.from_numpy(np.stack(frames))[None],
         days,
         torch.from_numpy(np.stack(valid))[None],
+        units="reflectance",
+        scale=1e-4,  # L2A digital numbers
     )
 
 
@@ -51,10 +55,20 @@ def _eolearn(root: Path) -> SensorSeries:
     )
 
 
-@pytest.fixture(scope="module", params=["wavelength", "cube", "band_group"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("wavelength", "joint"),
+        ("cube", "joint"),
+        ("band_group", "joint"),
+        ("wavelength", "factorised"),
+    ],
+    ids=lambda p: "-".join(p),
+)
 def encoder(request: pytest.FixtureRequest) -> SpectralEncoder:
     torch.manual_seed(0)
-    return spectral_encoder_test(tokenizer=request.param).eval()
+    tokenizer, attention = request.param
+    return spectral_encoder_test(tokenizer=tokenizer, attention=attention).eval()
 
 
 def test_any_band_subset_on_real_data_with_same_weights(
@@ -91,7 +105,14 @@ def test_permuting_real_bands_leaves_output_unchanged(
     bm = _biomassters_s2(biomassters_dir, months=(7,))
     perm = [9, 3, 0, 7, 5, 1, 8, 2, 6, 4]
     shuffled = SensorSeries(
-        bm.sensor, tuple(bm.bands[i] for i in perm), bm.values[:, :, perm], bm.times, bm.valid
+        bm.sensor,
+        tuple(bm.bands[i] for i in perm),
+        bm.values[:, :, perm],
+        bm.times,
+        bm.valid,
+        units=bm.units,
+        scale=bm.scale,
+        offset=bm.offset,
     )
     with torch.no_grad():
         a = encoder.forward_features(bm)
@@ -108,6 +129,8 @@ def _synthetic(t: int = 3, seed: int = 0) -> SensorStack:
         torch.rand(2, t, 5, 24, 24, generator=g) * 4000,
         torch.tensor([[17000 + 10 * i for i in range(t)]] * 2),
         torch.ones(2, t, 24, 24, dtype=torch.bool),
+        units="reflectance",
+        scale=1e-4,
     )
     s1 = SensorSeries(
         "sentinel1_grd",
@@ -131,19 +154,43 @@ def test_masked_tokens_have_no_influence(encoder: SpectralEncoder) -> None:
     changed[0, 1] = torch.rand_like(changed[0, 1]) * 9000
     changed[1, 0, :, :8, :8] = float("nan")
     a_stack = SensorStack(
-        {"s2": SensorSeries(s2.sensor, s2.bands, s2.values, s2.times, valid), "s1": stack["s1"]}
+        {
+            "s2": SensorSeries(
+                s2.sensor,
+                s2.bands,
+                s2.values,
+                s2.times,
+                valid,
+                units=s2.units,
+                scale=s2.scale,
+                offset=s2.offset,
+            ),
+            "s1": stack["s1"],
+        }
     )
     b_stack = SensorStack(
-        {"s2": SensorSeries(s2.sensor, s2.bands, changed, s2.times, valid), "s1": stack["s1"]}
+        {
+            "s2": SensorSeries(
+                s2.sensor,
+                s2.bands,
+                changed,
+                s2.times,
+                valid,
+                units=s2.units,
+                scale=s2.scale,
+                offset=s2.offset,
+            ),
+            "s1": stack["s1"],
+        }
     )
     with torch.no_grad():
         a, b = encoder.forward_features(a_stack), encoder.forward_features(b_stack)
-        da, db = encoder.forward_dates(a_stack), encoder.forward_dates(b_stack)
         plain = encoder.forward_features(stack)
     assert (~a.mask).sum() == a.grids["s2"].groups * (9 + 1)
-    torch.testing.assert_close(a.tokens[a.mask], b.tokens[b.mask])
-    torch.testing.assert_close(da["s2"].tokens, db["s2"].tokens)
-    assert not da["s2"].mask[0, 1].any() and (da["s2"].tokens[0, 1] == 0).all()
+    torch.testing.assert_close(a.tokens, b.tokens)  # invalid tokens come out as zeros in both
+    da, db = a.per_date("s2"), b.per_date("s2")
+    torch.testing.assert_close(da[0], db[0])
+    assert not da[1][0, 1].any() and (da[0][0, 1] == 0).all()
     # the masked content would have mattered: without the mask the outputs differ
     assert not torch.allclose(plain.tokens[a.mask], a.tokens[a.mask], atol=1e-4)
 
@@ -153,9 +200,33 @@ def test_missing_date_equals_absent_date(encoder: SpectralEncoder) -> None:
     s2 = stack["s2"]
     valid = s2.valid.clone()
     valid[:, 2] = False
-    padded = SensorStack({"s2": SensorSeries(s2.sensor, s2.bands, s2.values, s2.times, valid)})
+    padded = SensorStack(
+        {
+            "s2": SensorSeries(
+                s2.sensor,
+                s2.bands,
+                s2.values,
+                s2.times,
+                valid,
+                units=s2.units,
+                scale=s2.scale,
+                offset=s2.offset,
+            )
+        }
+    )
     short = SensorStack(
-        {"s2": SensorSeries(s2.sensor, s2.bands, s2.values[:, :2], s2.times[:, :2], s2.valid[:, :2])}
+        {
+            "s2": SensorSeries(
+                s2.sensor,
+                s2.bands,
+                s2.values[:, :2],
+                s2.times[:, :2],
+                s2.valid[:, :2],
+                units=s2.units,
+                scale=s2.scale,
+                offset=s2.offset,
+            )
+        }
     )
     with torch.no_grad():
         a, b = encoder.forward_features(padded), encoder.forward_features(short)
@@ -163,23 +234,30 @@ def test_missing_date_equals_absent_date(encoder: SpectralEncoder) -> None:
     torch.testing.assert_close(a.tokens[:, :n], b.tokens, rtol=1e-4, atol=1e-5)
 
 
-def test_forward_dates_is_forward_features_per_date(encoder: SpectralEncoder) -> None:
+def test_output_views(encoder: SpectralEncoder) -> None:
     stack = _synthetic(t=2)
+    s2 = stack["s2"]
+    valid = s2.valid.clone()
+    valid[0, :, :8, :8] = False  # patch (0, 0) of sample 0 is missing on every date
+    stack = SensorStack({"s2": replace(s2, valid=valid), "s1": stack["s1"]})
     with torch.no_grad():
-        dates = encoder.forward_dates(stack)["s2"]
-        for t in range(2):
-            one = SensorSeries(
-                "sentinel2_l2a",
-                stack["s2"].bands,
-                stack["s2"].values[:, t : t + 1],
-                stack["s2"].times[:, t : t + 1],
-                stack["s2"].valid[:, t : t + 1],
-            )
-            torch.testing.assert_close(
-                dates.tokens[:, t], encoder.forward_features(one).tokens, rtol=1e-4, atol=1e-5
-            )
-    dated = dates.to_dated()
-    assert dated.tokens.shape == (2, 2, 9, 32) and dated.grid == (3, 3)
+        out = encoder.forward_features(stack)
+    g = out.grids["s2"].groups
+    tokens, mask = out.per_date("s2")
+    assert tokens.shape == (2, 2, g * 9, 32) and mask.shape == (2, 2, g * 9)
+    loc = out.locations()
+    assert loc.tokens.shape == (2, 9, 32) and loc.grid == (3, 3) and loc.patch_size == 8
+    assert loc.image().shape == (2, 32, 3, 3)
+    assert loc.valid[0, 0] and loc.valid.all()  # S1 still sees patch (0, 0) of sample 0
+    # the location's embedding is the mean of its valid tokens over groups, dates and sensors
+    seqs, times, seq_valid = out.location_sequences()
+    assert seqs.shape[1] == 2 * g + 2 and times.shape == (2, 2 * g + 2)
+    w = seq_valid[0, :, 4].float().unsqueeze(-1)
+    torch.testing.assert_close(loc.tokens[0, 4], (seqs[0, :, 4] * w).sum(0) / w.sum())
+    assert not seq_valid[0, : 2 * g, 0].any() and seq_valid[0, 2 * g :, 0].all()
+    torch.testing.assert_close(
+        out.pooled(), (out.tokens * out.mask.unsqueeze(-1)).sum(1) / out.mask.sum(1, keepdim=True)
+    )
 
 
 @pytest.mark.parametrize("bands", [("VV",), ("VV", "VH"), ("VV", "VH", "HH", "HV")])
@@ -199,6 +277,8 @@ def test_sar_polarisation_sets(bands: tuple[str, ...]) -> None:
     assert out.tokens.shape == (1, 4, 32) and torch.isfinite(out.tokens).all()
     with pytest.raises(ModelConfigError, match="looks like linear"):
         enc(SensorSeries("sentinel1_grd", bands, -db / 100, s.times, s.valid, units="dB"))
+    with pytest.raises(ModelConfigError, match=r"sensor group 's1' \(sentinel1_grd\): values in 'DN'"):
+        enc(SensorStack({"s1": replace(s, values=db.abs() * 100, units="DN")}))
 
 
 def test_gradient_checkpointing_gives_same_gradients() -> None:
@@ -250,6 +330,7 @@ def test_bad_inputs() -> None:
             torch.zeros(1, 1, 2, 8, 8),
             torch.zeros(1, 1),
             torch.ones(1, 1, 8, 8),
+            units="reflectance",
         )
     with pytest.raises(ModelConfigError, match="divisible"):
         SpectralEncoderConfig(dim=30, num_heads=4)
@@ -259,3 +340,7 @@ def test_named_sizes() -> None:
     tiny = spectral_encoder_tiny(tokenizer="cube")
     assert tiny.dim == 192 and len(tiny.blocks) == 12 and tiny.blocks[0].attn.num_heads == 3
     assert tiny.config.tokenizer == "cube" and tiny.config.patch_size == 16
+    fact = build_encoder("tiny", attention="factorised", temporal_depth=4)
+    assert len(fact.blocks) == 8 and len(fact.temporal_blocks) == 4  # the same 12 blocks, split
+    with pytest.raises(ModelConfigError, match="temporal_depth=12 must be between 1 and 11"):
+        build_encoder("tiny", attention="factorised", temporal_depth=12)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,8 @@ import torch
 
 from spectravlm.errors import ModelConfigError
 from spectravlm.stack import SensorSeries
+from spectravlm.tokenizers.image import RATIO_DB_STATS
 from spectravlm.tokenizers.sar import (
-    RATIO_DB_STATS,
     SARFrontEnd,
     check_sar_unit,
     lee_filter,
@@ -78,9 +79,7 @@ def test_polarisation_sets_and_ratio_channel() -> None:
     quad = SARFrontEnd()(_series(db, ("VV", "VH", "HH", "HV")))
     assert [c.name for c in quad.channels] == ["VV", "VH", "HH", "HV", "VV/VH", "HH/HV"]
     assert all(c.wavelength_nm is None and c.polarisation for c in quad.channels)
-    norm = SARFrontEnd()(_series(db[:, :, :2], ("VV", "VH")))
-    expected = (db[:, :, 0] - db[:, :, 1] - RATIO_DB_STATS[0]) / RATIO_DB_STATS[1]
-    torch.testing.assert_close(norm.values[:, :, 2], expected)
+    assert RATIO_DB_STATS == (6.0, 3.0)  # the encoder's default ratio statistics (test_spectral checks use)
 
 
 def test_nodata_nan_and_zero_border_are_masked() -> None:
@@ -97,11 +96,19 @@ def test_nodata_nan_and_zero_border_are_masked() -> None:
     assert not out.valid[..., :2].any() and out.valid[..., 2:].all()
 
 
-def test_normalised_input_cannot_be_ratioed() -> None:
-    with pytest.raises(ModelConfigError, match="normalised"):
+def test_units_the_front_end_cannot_take_are_refused() -> None:
+    with pytest.raises(ModelConfigError, match="unit 'normalised' is not known"):
         SARFrontEnd()(_series(torch.randn(1, 1, 2, 8, 8), ("VV", "VH"), "normalised"))
-    out = SARFrontEnd(add_ratio=False)(_series(torch.randn(1, 1, 2, 8, 8), ("VV", "VH"), "normalised"))
-    assert out.values.shape[2] == 2
+    with pytest.raises(ModelConfigError, match=r"values in 'DN' \(uncalibrated.*'dB' or 'linear'"):
+        SARFrontEnd()(_series(torch.rand(1, 1, 2, 8, 8) * 500, ("VV", "VH"), "DN"))
+
+
+def test_scale_and_offset_are_applied_before_db() -> None:
+    db = torch.rand(1, 1, 2, 8, 8) * 20 - 25
+    stored = ((db + 30.0) / 0.01).round()  # e.g. an int16 store with scale 0.01 and offset -30
+    a = SARFrontEnd()(_series(db, ("VV", "VH")))
+    b = SARFrontEnd()(replace(_series(stored, ("VV", "VH")), scale=0.01, offset=-30.0))
+    torch.testing.assert_close(a.values, b.values, atol=0.011, rtol=0)  # two 0.005 dB roundings in the ratio
 
 
 def test_lee_filters_reduce_speckle_and_keep_mean() -> None:
@@ -143,7 +150,7 @@ def test_real_biomassters_s1_through_front_end(biomassters_dir: Path) -> None:
     plain = SARFrontEnd()(series)
     filtered = SARFrontEnd(speckle_filter="refined_lee")(series)
     assert plain.values.shape == (2, 1, 3, 256, 256)
-    assert abs(float(plain.values[:, :, 0][plain.valid].mean())) < 1.5  # VV normalised near 0
+    assert -20 < float(plain.values[:, :, 0][plain.valid].mean()) < -5  # VV in dB over boreal forest
     # speckle filtering smooths the real image: pixel-to-pixel differences shrink
     rough = lambda v: (v[..., 1:, :] - v[..., :-1, :]).abs().mean()  # noqa: E731
     assert rough(filtered.values[:, :, 0]) < 0.7 * rough(plain.values[:, :, 0])

@@ -32,6 +32,8 @@ def _s2(
         torch.rand(b, t, len(bands), h, w, generator=g) * 4000,
         torch.tensor([[17000 + 5 * i for i in range(t)]] * b),
         torch.ones(b, t, h, w, dtype=torch.bool),
+        units="reflectance",
+        scale=1e-4,
     )
 
 
@@ -40,12 +42,30 @@ def test_permuting_bands_leaves_tokens_unchanged(kind: int) -> None:
     tok = _tokenizers()[kind]
     s = _s2()
     perm = torch.tensor([4, 0, 6, 2, 1, 5, 3])
-    p = SensorSeries(s.sensor, tuple(s.bands[i] for i in perm), s.values[:, :, perm], s.times, s.valid)
+    p = SensorSeries(
+        s.sensor,
+        tuple(s.bands[i] for i in perm),
+        s.values[:, :, perm],
+        s.times,
+        s.valid,
+        units=s.units,
+        scale=s.scale,
+        offset=s.offset,
+    )
     a, b = tok(prepare_optical(s)), tok(prepare_optical(p))
     torch.testing.assert_close(a.tokens, b.tokens, rtol=1e-5, atol=1e-6)
     assert a.groups == b.groups
     # permuting values WITHOUT the names does change the tokens: the test can fail
-    wrong = SensorSeries(s.sensor, s.bands, s.values[:, :, perm], s.times, s.valid)
+    wrong = SensorSeries(
+        s.sensor,
+        s.bands,
+        s.values[:, :, perm],
+        s.times,
+        s.valid,
+        units=s.units,
+        scale=s.scale,
+        offset=s.offset,
+    )
     assert not torch.allclose(a.tokens, tok(prepare_optical(wrong)).tokens, atol=1e-4)
 
 
@@ -74,11 +94,15 @@ def test_invalid_pixels_never_reach_tokens_and_mask_follows_validity() -> None:
     valid = s.valid.clone()
     valid[0, 0, :4, :4] = False  # patch (0,0) of date 0 fully invalid
     valid[0, 1, :2, :4] = False  # patch (0,0) of date 1 half invalid
-    s1 = SensorSeries(s.sensor, s.bands, s.values, s.times, valid)
+    s1 = SensorSeries(
+        s.sensor, s.bands, s.values, s.times, valid, units=s.units, scale=s.scale, offset=s.offset
+    )
     changed = s.values.clone()
     changed[0, 0, :, :4, :4] = 1e5
     changed[0, 1, :, :2, :4] = float("nan")
-    s2 = SensorSeries(s.sensor, s.bands, changed, s.times, valid)
+    s2 = SensorSeries(
+        s.sensor, s.bands, changed, s.times, valid, units=s.units, scale=s.scale, offset=s.offset
+    )
     for tok in _tokenizers():
         a, b = tok(prepare_optical(s1)), tok(prepare_optical(s2))
         torch.testing.assert_close(a.tokens, b.tokens)
@@ -153,8 +177,27 @@ def test_nan_at_a_valid_pixel_is_masked_not_propagated() -> None:
     zeroed_valid = s.valid.clone()
     zeroed_valid[0, 0, 5, 6] = False
     for tok in _tokenizers():
-        out = tok(prepare_optical(SensorSeries(s.sensor, s.bands, nan, s.times, s.valid)))
-        ref = tok(prepare_optical(SensorSeries(s.sensor, s.bands, s.values, s.times, zeroed_valid)))
+        out = tok(
+            prepare_optical(
+                SensorSeries(
+                    s.sensor, s.bands, nan, s.times, s.valid, units=s.units, scale=s.scale, offset=s.offset
+                )
+            )
+        )
+        ref = tok(
+            prepare_optical(
+                SensorSeries(
+                    s.sensor,
+                    s.bands,
+                    s.values,
+                    s.times,
+                    zeroed_valid,
+                    units=s.units,
+                    scale=s.scale,
+                    offset=s.offset,
+                )
+            )
+        )
         assert torch.isfinite(out.tokens).all()
         torch.testing.assert_close(out.tokens, ref.tokens)
         assert out.mask.all()  # 15 of 16 pixels valid: the token stays

@@ -11,8 +11,8 @@ The composites:
 * ``s2_true_colour``: R, G, B = B04, B03, B02 as surface reflectance times a gain of 2.5 (reflectance
   0.4 maps to white), clipped to [0, 1]. The gain of 2.5 is the one of Sentinel Hub's standard
   true-colour script (``return [2.5 * B04, 2.5 * B03, 2.5 * B02]``,
-  https://custom-scripts.sentinel-hub.com/sentinel-2/true_color/); inputs are reflectance x 1e4 (the
-  catalogue's stored unit), so ``A = 2.5e-4``.
+  https://custom-scripts.sentinel-hub.com/sentinel-2/true_color/); inputs are reflectance (the series'
+  physical values, ``stored * scale + offset``), so ``A = 2.5``.
 * ``s1_vv_vh_ratio``: R = VV over [-25, 0] dB, G = VH over [-30, -5] dB, B = VV-VH (the
   cross-pol ratio in dB) over [0, 15] dB, each stretched linearly to [0, 1] and clipped. The ranges
   cover the bulk of land backscatter: BigEarthNet-S1 means are VV -12.6 +- 5.1 dB and
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from spectravlm.errors import ModelConfigError
+from spectravlm.errors import ModelConfigError, UnknownUnitError
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorSeries
 
@@ -42,7 +42,7 @@ class Composite:
         bands: the input bands, in the order of the columns of ``matrix``.
         matrix: ``3 x C`` coefficients ``A``.
         offset: the three offsets ``b``.
-        unit: the unit the inputs must be in (``reflectance*1e4`` or ``dB``).
+        unit: the physical unit the inputs are taken in (``reflectance`` or ``dB``).
 
     """
 
@@ -76,9 +76,9 @@ S2_TRUE_COLOUR = Composite(
     name="s2_true_colour",
     platform="Sentinel-2",
     bands=("B04", "B03", "B02"),
-    matrix=((2.5e-4, 0.0, 0.0), (0.0, 2.5e-4, 0.0), (0.0, 0.0, 2.5e-4)),
+    matrix=((2.5, 0.0, 0.0), (0.0, 2.5, 0.0), (0.0, 0.0, 2.5)),
     offset=(0.0, 0.0, 0.0),
-    unit="reflectance*1e4",
+    unit="reflectance",
 )
 
 S1_VV_VH_RATIO = Composite(
@@ -115,12 +115,12 @@ def affine_channels(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 
 def composite_inputs(series: SensorSeries, bands: tuple[str, ...], unit: str) -> tuple[Tensor, Tensor]:
-    """Bands of a series in the given order and unit, flattened over dates.
+    """Bands of a series in the given order, in physical ``unit``, flattened over dates.
 
     Args:
-        series: the input.
+        series: the input (its ``scale`` and ``offset`` are applied).
         bands: bands to take, in this order.
-        unit: ``reflectance*1e4`` (optical) or ``dB`` (SAR).
+        unit: ``reflectance`` (optical) or ``dB`` (SAR; linear power is converted).
 
     Returns:
         ``x [(B T),C,H,W]`` with invalid pixels set to 0, and ``valid [(B T),H,W]``.
@@ -133,20 +133,13 @@ def composite_inputs(series: SensorSeries, bands: tuple[str, ...], unit: str) ->
         raise ModelConfigError(
             f"{series.sensor} series lacks bands {', '.join(missing)} (has {', '.join(series.bands)})"
         )
-    x = series.values[:, :, index].float()
-    if unit == "reflectance*1e4":
-        scale = {"raw": 1.0, "reflectance": 1e4}.get(series.units)
-        if scale is None:
-            raise ModelConfigError(
-                f"optical composite needs units 'raw' or 'reflectance', got {series.units!r}"
-            )
-        x = x * scale
-    elif unit == "dB":
-        if series.units == "linear":
-            x = 10.0 * torch.log10(x)
-        elif series.units not in ("raw", "dB"):
-            raise ModelConfigError(f"SAR composite needs units 'raw', 'dB' or 'linear', got {series.units!r}")
-    valid = series.valid & torch.isfinite(x).all(dim=2) & (x != -9999.0).all(dim=2)
+    raw = series.values[:, :, index]
+    x = raw.float() * series.scale + series.offset
+    if unit == "dB" and series.units == "linear":
+        x = 10.0 * torch.log10(x)
+    elif series.units != unit:
+        raise UnknownUnitError(f"composite needs {series.sensor} values in {unit!r}, got {series.units!r}")
+    valid = series.valid & torch.isfinite(x).all(dim=2) & (raw != -9999.0).all(dim=2)
     x = torch.where(valid.unsqueeze(2), x, torch.zeros((), dtype=x.dtype))
     return x.flatten(0, 1), valid.flatten(0, 1)
 

@@ -3,8 +3,8 @@
 For the first validation batch, per sample and per sensor stream, three pseudo-RGB panels of the date
 with the most valid pixels: the **input**, the **masked** input (what the encoder saw: hidden patches and
 hidden bands black) and the **reconstruction** (the input with the hidden part replaced by the decoder's
-prediction). Normalised values are mapped back to store units with the catalogue statistics the encoder
-normalised them with, then drawn with the library's fixed composites
+prediction). Normalised values are mapped back to physical units (reflectance, dB) with the statistics the
+encoder normalised them with, then drawn with the library's fixed composites
 (:data:`~spectravlm.adapters.composites.S2_TRUE_COLOUR`, B04/B03/B02 with Sentinel Hub's gain;
 :data:`~spectravlm.adapters.composites.S1_VV_VH_RATIO`, VV/VH/VV-VH in dB), so the colours mean the same
 in every epoch and every run.
@@ -25,39 +25,43 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from spectravlm.adapters.composites import S1_VV_VH_RATIO, S2_TRUE_COLOUR, Composite, apply_composite
+from spectravlm.encoders.spectral import SpectralEncoder
 from spectravlm.pretraining.mae import MAEOutput, MaskedAutoencoder
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorSeries, SensorStack
-from spectravlm.tokenizers.image import normalisation_stats
 
 _COMPOSITES: dict[str, Composite] = {"Sentinel-2": S2_TRUE_COLOUR, "Sentinel-1": S1_VV_VH_RATIO}
 
 
-def _rgb(sensor: str, bands: tuple[str, ...], normalised: Tensor, valid: Tensor) -> Tensor | None:
+def _rgb(
+    sensor: str, bands: tuple[str, ...], normalised: Tensor, valid: Tensor, stats: tuple[Tensor, Tensor]
+) -> Tensor | None:
     """``[B,C,H,W]`` normalised values -> ``[B,H,W,3]`` composite in [0, 1] (``None``: no composite)."""
     comp = _COMPOSITES.get(get_sensor(sensor).platform)
     if comp is None or any(b not in bands for b in comp.bands):
         return None
-    mean, std = normalisation_stats(sensor, bands)
-    raw = normalised * rearrange(std, "c -> 1 c 1 1") + rearrange(mean, "c -> 1 c 1 1")
+    mean, std = (t.cpu() for t in stats)
+    physical = normalised * rearrange(std, "c -> 1 c 1 1") + rearrange(mean, "c -> 1 c 1 1")
     series = SensorSeries(
         sensor=sensor,
         bands=bands,
-        values=raw.unsqueeze(1),
-        times=torch.zeros(raw.shape[0], 1, dtype=torch.int64),
+        values=physical.unsqueeze(1),
+        times=torch.zeros(physical.shape[0], 1, dtype=torch.int64),
         valid=valid.unsqueeze(1),
-        units="raw",
+        units="reflectance" if get_sensor(sensor).kind == "optical" else "dB",
     )
     return rearrange(apply_composite(series, comp)[:, 0], "b k h w -> b h w k")
 
 
 def reconstruction_panels(
-    batch: SensorStack, out: MAEOutput, patch_size: int, samples: int = 2
+    batch: SensorStack, out: MAEOutput, encoder: SpectralEncoder, samples: int = 2
 ) -> list[tuple[str, list[Tensor]]]:
     """Return pseudo-RGB panels ``(title, [input, masked, reconstruction])`` (each ``[H,W,3]``) per row."""
     rows = []
+    patch_size = encoder.config.patch_size
     for group, rec in out.streams.items():
         series = batch[group]
+        stats = encoder.statistics.lookup(series.sensor, series.bands)
         target, masked, recon, hidden = MaskedAutoencoder.images(rec, patch_size)
         h, w = rec.size
         valid = rec.pixel_valid[..., :h, :w]
@@ -65,7 +69,7 @@ def reconstruction_panels(
             t = int(valid[i].flatten(1).sum(1).argmax())  # the clearest date
             seen = valid[i, t] & ~hidden[i, t].all(0)
             panels = [
-                _rgb(series.sensor, series.bands, x[i, t].unsqueeze(0).cpu(), v.unsqueeze(0).cpu())
+                _rgb(series.sensor, series.bands, x[i, t].unsqueeze(0).cpu(), v.unsqueeze(0).cpu(), stats)
                 for x, v in ((target, valid[i, t]), (masked, seen), (recon, valid[i, t]))
             ]
             if any(p is None for p in panels):
@@ -108,7 +112,7 @@ class ReconstructionFigure(L.Callback):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        rows = reconstruction_panels(batch, out, pl_module.encoder.config.patch_size, self.samples)
+        rows = reconstruction_panels(batch, out, pl_module.encoder, self.samples)
         if not rows:
             return
         fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)

@@ -39,7 +39,7 @@ def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         return torch.empty(0, dtype=dtype).new(storage).view(shape)
 
 
-@dataclass
+@dataclass(repr=False)
 class LeasedStack(SensorStack):
     """A :class:`SensorStack` whose tensors live in a worker's reusable slot until :meth:`release`.
 

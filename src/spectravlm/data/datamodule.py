@@ -12,8 +12,11 @@ What happens where:
   epoch's shuffled windows; the DataLoader gives each batch of that share to one worker. In one epoch every
   window of a split is read exactly once across all ranks and workers (short shards are padded with empty,
   fully masked samples so that ranks step together).
-* ``on_after_batch_transfer`` (on the device): augmentation (training only, when ``augment_on="device"``)
-  then normalisation, once. With ``augment_on="worker"`` the augmentation runs in the workers instead.
+* ``on_after_batch_transfer`` (on the device): augmentation (training only, when ``augment_on="device"``).
+  With ``augment_on="worker"`` the augmentation runs in the workers instead. Nothing is normalised here:
+  batches carry stored values with their unit, scale and offset, and the encoder normalises them with its
+  own statistics (see :mod:`spectravlm.encoders.statistics`); :meth:`CubeDataModule.sensor_statistics`
+  gives the stores' statistics for a pretraining run to adopt.
 
 Example:
     >>> dm = CubeDataModule(stores=["data/demo.zarr"], groups=["s2", "s1"], targets=["agb"])  # doctest: +SKIP
@@ -25,22 +28,36 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
 import lightning as L
 import numcodecs
+import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from spectravlm.data.augment import SpatialAugment
 from spectravlm.data.batchpool import LeasedStack
 from spectravlm.data.dataset import CubeDataset, EmptyWindows, MissingDates
-from spectravlm.data.normalize import Normalizer, SarUnits, group_norms
-from spectravlm.data.windows import SPLITS, WindowSampler, dist_rank_world, split_windows
+from spectravlm.data.windows import (
+    SPLITS,
+    Window,
+    WindowSampler,
+    auto_block_size,
+    dist_rank_world,
+    split_windows,
+)
 from spectravlm.errors import DataConfigError
 from spectravlm.stack import SensorStack, collate_stacks
+
+# CubeDataModule saves the training position itself (state_dict below): Lightning's warning that a mid-epoch
+# checkpoint has no resumable loader does not apply to it.
+warnings.filterwarnings(
+    "ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended"
+)
 
 
 def _worker_init(_: int) -> None:
@@ -48,13 +65,21 @@ def _worker_init(_: int) -> None:
     numcodecs.blosc.set_nthreads(1)
 
 
+def _storage(t: Tensor) -> int:
+    return int(t.untyped_storage().data_ptr())
+
+
 def _own_copy(out: SensorStack, raw: SensorStack) -> SensorStack:
-    """``out`` as a plain stack whose tensors share no memory with ``raw`` (cloning those that do)."""
-    pooled = {t.data_ptr() for s in raw.series.values() for t in (s.values, s.valid)}
-    pooled |= {t.data_ptr() for t in raw.targets.values()}
+    """``out`` as a plain stack whose tensors share no memory with ``raw`` (cloning those that do).
+
+    Tensors are compared by their storage, so a view at an offset into a pooled tensor (a crop, a slice) is
+    cloned too.
+    """
+    pooled = {_storage(t) for s in raw.series.values() for t in (s.values, s.valid)}
+    pooled |= {_storage(t) for t in raw.targets.values()}
 
     def own(t: Tensor) -> Tensor:
-        return t.clone() if t.data_ptr() in pooled else t
+        return t.clone() if _storage(t) in pooled else t
 
     series = {k: replace(s, values=own(s.values), valid=own(s.valid)) for k, s in out.series.items()}
     targets = {k: own(v) for k, v in out.targets.items()}
@@ -90,14 +115,14 @@ class CubeDataModule(L.LightningDataModule):
         empty_windows: ``skip`` (removed at setup after one read pass) or ``mask`` (kept, fully masked).
         cloud_threshold: cloud probability at/above which a pixel is invalid (default: the store's).
         block_size: edge in pixels of the spatial blocks dealt to train/val/test; a multiple of
-            ``window_size`` (and ``stride``). Stores smaller than a block are split as whole stores.
+            ``window_size`` (and ``stride``). ``None`` (default): at least 4 x 4 blocks in the smallest store
+            (:func:`~spectravlm.data.windows.auto_block_size`). Stores smaller than a block are split as whole
+            stores.
         split_fractions: train, val, test fractions of the blocks.
         seed: seed of the split and of the epoch shuffles.
         batch_size: windows per batch.
         num_workers: DataLoader worker processes.
         pin_memory: pin batches for faster host-to-GPU copies.
-        normalize: normalise batches on the device (``False``: keep raw values).
-        sar_units: SAR values as ``db`` or ``linear`` after normalisation.
         augment: flips and 90-degree rotations (and ``crop_size`` crops) on training batches.
         crop_size: random square crop of each training window (``None``: none); val/test are not cropped.
         augment_on: ``device`` (after transfer, in ``on_after_batch_transfer``) or ``worker``.
@@ -122,14 +147,12 @@ class CubeDataModule(L.LightningDataModule):
         missing_dates: MissingDates = "mask",
         empty_windows: EmptyWindows = "skip",
         cloud_threshold: float | None = None,
-        block_size: int = 512,
+        block_size: int | None = None,
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0,
         batch_size: int = 8,
         num_workers: int = 2,
         pin_memory: bool = False,
-        normalize: bool = True,
-        sar_units: SarUnits = "db",
         augment: bool = True,
         crop_size: int | None = None,
         augment_on: Literal["device", "worker"] = "device",
@@ -144,7 +167,7 @@ class CubeDataModule(L.LightningDataModule):
         super().__init__()
         if augment_on not in ("device", "worker"):
             raise DataConfigError(f"augment_on must be 'device' or 'worker', got {augment_on!r}")
-        if block_size % window_size:
+        if block_size is not None and block_size % window_size:
             raise DataConfigError(
                 f"block_size {block_size} must be a multiple of window_size {window_size} "
                 "(windows that straddle two blocks would be dropped)"
@@ -167,8 +190,6 @@ class CubeDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.normalize = normalize
-        self.sar_units = sar_units
         self.augment_on = augment_on
         self.align_to_chunks = align_to_chunks
         self.pad_to_even = pad_to_even
@@ -178,7 +199,9 @@ class CubeDataModule(L.LightningDataModule):
         self._rank, self._world_size = rank, world_size
         self.augmenter = SpatialAugment(crop_size=crop_size) if augment else None
         self.datasets: dict[str, CubeDataset] = {}
-        self.normalizer: Normalizer | None = None
+        self._held: LeasedStack | None = None  # the batch in use, released when the next one arrives
+        self._train_sampler: WindowSampler | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, samples done) from a checkpoint
 
     # -- set-up ------------------------------------------------------------------------------------
 
@@ -205,10 +228,34 @@ class CubeDataModule(L.LightningDataModule):
         if self.datasets:
             return
         full = self._dataset(None, "mask")  # the whole grid; empty windows are handled per split below
+        if self.block_size is None:
+            extents = [(r.height, r.width) for r in full.regions]
+            self.block_size = auto_block_size(extents, self.window_size, self.stride)
         splits = split_windows(full.windows, self.block_size, self.split_fractions, self.seed)
+        keep = self._windows_with_data(full, [w for name in SPLITS for w in splits[name]])
         for name in SPLITS:
-            self.datasets[name] = self._dataset(splits[name], self.empty_windows)
-        self.normalizer = Normalizer(group_norms(full), self.sar_units) if self.normalize else None
+            kept = [w for w in splits[name] if keep is None or keep[w]]
+            self.datasets[name] = self._dataset(kept, "mask")  # empty windows are already removed
+            self.datasets[name].n_empty = len(splits[name]) - len(kept)
+
+    def _windows_with_data(self, full: CubeDataset, windows: list[Window]) -> dict[Window, bool] | None:
+        """Which windows hold data (``empty_windows="skip"``), found once: on rank 0, then broadcast.
+
+        Every rank needs the same answer; reading every window of every store is the costly part of
+        ``setup``, so under ``torch.distributed`` rank 0 reads and the others receive its result.
+        """
+        if self.empty_windows != "skip":
+            return None
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        flags: list[bool] | None = None
+        if not distributed or dist.get_rank() == 0:
+            flags = [full.has_data(w) for w in windows]
+        if distributed:
+            box = [flags]
+            dist.broadcast_object_list(box, src=0)
+            flags = box[0]
+        assert flags is not None
+        return dict(zip(windows, flags, strict=True))
 
     def rank_world(self) -> tuple[int, int]:
         """``(rank, world_size)``: the constructor's, else the trainer's, else torch.distributed's."""
@@ -233,6 +280,10 @@ class CubeDataModule(L.LightningDataModule):
         collate = collate_stacks
         if shuffle and self.augmenter is not None and self.augment_on == "worker":
             collate = _AugmentingCollate(self.augmenter)
+        if split == "train":
+            self._train_sampler = sampler
+            if self._resume is not None:
+                sampler.resume(*self._resume)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -243,6 +294,30 @@ class CubeDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             worker_init_fn=_worker_init,
         )
+
+    # -- position in the epoch, saved with checkpoints ---------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training loop stands: the epoch and the batches it processed (saved in checkpoints).
+
+        The count comes from the trainer's progress, not from the loader's iterator, which runs ahead by
+        the prefetched batches. (Lightning's stateful-loader hook is not used: Lightning builds the train
+        loader to estimate the number of steps before it restores a checkpoint, and then never hands the
+        loader its state.)
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._train_sampler is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"train_epoch": int(self._train_sampler.epoch), "train_batches": int(progress.processed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the saved epoch after its processed batches (the train sampler skips them)."""
+        if "train_epoch" not in state:
+            return
+        self._resume = (int(state["train_epoch"]), int(state["train_batches"]) * self.batch_size)
+        if self._train_sampler is not None:  # the loader exists already: tell its sampler
+            self._train_sampler.resume(*self._resume)
 
     def train_dataloader(self) -> DataLoader[SensorStack]:
         """Return the training windows, shuffled per epoch."""
@@ -263,20 +338,31 @@ class CubeDataModule(L.LightningDataModule):
     # -- on the device -----------------------------------------------------------------------------
 
     def transform(self, batch: SensorStack, train: bool) -> SensorStack:
-        """Device-side steps: augmentation (``train`` and ``augment_on="device"``), then normalisation.
+        """Device-side steps: augmentation (``train`` and ``augment_on="device"``).
 
         A raw batch still in a worker's shared-memory slot (:class:`LeasedStack`) is released once these
-        steps made new tensors from it: keep the returned batch, not the one passed in.
+        steps made new tensors from it; a batch used as it is (validation, no augmentation) is released when
+        the next batch arrives, after its step. Keep the returned batch, not the one passed in.
         """
+        if self._held is not None:
+            self._held.release()
+            self._held = None
         out = batch
         if train and self.augmenter is not None and self.augment_on == "device":
             out = self.augmenter(out)
-        if self.normalizer is not None:
-            out = self.normalizer(out)
-        if out is not batch and isinstance(batch, LeasedStack):
-            out = _own_copy(out, batch)
-            batch.release()
+        if isinstance(batch, LeasedStack):
+            if out is not batch:
+                out = _own_copy(out, batch)
+                batch.release()
+            else:
+                self._held = batch
         return out
+
+    def sensor_statistics(self) -> dict[str, list[tuple[str, dict[str, tuple[int, float, float]]]]]:
+        """The stores' statistics per catalogue sensor (see :meth:`CubeDataset.sensor_statistics`)."""
+        if not self.datasets:
+            self.setup()
+        return self.datasets["train"].sensor_statistics()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Lightning hook: :meth:`transform` on the device, once per batch."""

@@ -1,8 +1,15 @@
 """A map-style dataset of windows over one or many cube stores, yielding raw :class:`SensorStack` samples.
 
-Each item is one window (B=1) with, per requested sensor group, the raw stored values ``[1,T,C,H,W]``
-(uint16 reflectance stays uint16: normalisation happens later, on the batch, see
-:mod:`spectravlm.data.normalize`), the acquisition days, a validity mask and the requested targets.
+Each item is one window (B=1) with, per requested sensor group, the stored values ``[1,T,C,H,W]`` (uint16
+S2 digital numbers stay uint16) together with their physical unit and the store's ``scale_factor`` and
+``add_offset`` (``physical = stored * scale + offset``), the acquisition days, a validity mask and the
+requested targets. Nothing is normalised here: the encoder owns normalisation (its statistics travel with
+its weights) and folds the scale and offset into it. A unit the library does not know is an error when the
+dataset is built; stores of several regions with different scales or offsets for one group are delivered
+as float32 physical values (scale 1, offset 0) so that a batch has one encoding.
+
+Each batch also carries two host-side facts the models use to pick fast paths without asking the device:
+``all_valid`` (every pixel valid) and ``finite`` (always True: non-finite pixels are marked invalid).
 
 Regions and stores:
     ``stores`` lists *regions*. A region is one store path/URL, or a list of stores on the same grid
@@ -33,7 +40,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -42,11 +49,12 @@ from torch.utils.data import Dataset
 
 from spectravlm.data.batchpool import BatchPool, LeasedStack, shared_empty
 from spectravlm.data.reader import ChunkSource, WindowReader, is_transient
-from spectravlm.data.stats import valid_pixels
+from spectravlm.data.stats import normalisation_stats, valid_pixels
 from spectravlm.data.store import CubeStore, Grid
 from spectravlm.data.windows import PAD_INDEX, Window, window_grid
-from spectravlm.errors import DataConfigError, StoreError, StoreReadError
-from spectravlm.stack import SensorSeries, SensorStack
+from spectravlm.errors import DataConfigError, StoreError, StoreReadError, UnknownUnitError
+from spectravlm.sensors import canonical_unit
+from spectravlm.stack import SensorSeries, SensorStack, check_sar_unit
 
 MissingDates = Literal["mask", "skip", "sample"]
 EmptyWindows = Literal["skip", "mask"]
@@ -62,7 +70,11 @@ class GroupInfo:
         sensor: catalogue sensor name.
         bands: bands delivered, in this order.
         dtype: raw stored dtype.
-        units: stored physical units (``reflectance``, ``dB``, ...).
+        units: canonical physical unit of ``stored * scale + offset`` (``reflectance``, ``dB``, ``linear``,
+            ``DN``).
+        scale: the stores' ``scale_factor``, or ``None`` when regions differ (then values arrive as float32
+            physical values).
+        offset: the stores' ``add_offset``, or ``None`` when regions differ.
         orbit: SAR orbit direction when known.
         kind: ``optical`` or ``sar``.
 
@@ -75,6 +87,8 @@ class GroupInfo:
     units: str
     orbit: str | None
     kind: str
+    scale: float | None = 1.0
+    offset: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +101,9 @@ class _RegionGroup:
     nodata: float | None
     has_cloud: bool
     cloud_threshold: float
-    stats: dict[str, dict[str, float]]
+    norm_stats: dict[str, tuple[int, float, float]] | None
+    scale: float = 1.0
+    offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -221,6 +237,7 @@ class CubeDataset(Dataset[SensorStack]):
         self.regions = [self._inspect(i, paths) for i, paths in enumerate(self.regions_paths)]
         self._check_pixel_sizes()
         self._pid: int | None = None
+        self._units_checked: set[str] = set()
         self._readers: list[dict[str, tuple[WindowReader, WindowReader | None]]] = []
         self._target_readers: list[dict[str, WindowReader]] = []
         if windows is None:
@@ -270,6 +287,10 @@ class CubeDataset(Dataset[SensorStack]):
                     f"region {index}: sensor group {name!r} is in several stores of the region"
                 )
             g = stores[holders[0]][name]
+            try:
+                units = canonical_unit(g.units)
+            except UnknownUnitError as err:
+                raise DataConfigError(f"{g.store.path}/{name}: {err}") from None
             info = self.groups.get(name)
             if info is None:
                 wanted = g.bands if bands is None else g.sensor.canonical_names(bands)
@@ -278,16 +299,21 @@ class CubeDataset(Dataset[SensorStack]):
                     sensor=g.sensor.name,
                     bands=tuple(wanted),
                     dtype=g.data.dtype,
-                    units=g.units,
+                    units=units,
                     orbit=g.orbit,
                     kind=g.sensor.kind,
+                    scale=g.scale_factor,
+                    offset=g.add_offset,
                 )
                 self.groups[name] = info
-            elif (g.sensor.name, g.data.dtype) != (info.sensor, info.dtype):
+            elif (g.sensor.name, g.data.dtype, units) != (info.sensor, info.dtype, info.units):
                 raise DataConfigError(
-                    f"{g.store.path}/{name}: sensor {g.sensor.name} {g.data.dtype}, but other regions hold "
-                    f"{info.sensor} {info.dtype} in group {name!r}"
+                    f"{g.store.path}/{name}: sensor {g.sensor.name} {g.data.dtype} in {units!r}, but other "
+                    f"regions hold {info.sensor} {info.dtype} in {info.units!r} in group {name!r}"
                 )
+            elif (g.scale_factor, g.add_offset) != (info.scale, info.offset):
+                # regions encode this group differently: deliver float32 physical values instead
+                self.groups[name] = replace(info, scale=None, offset=None)
             try:
                 band_idx = tuple(g.band_index(info.bands))
             except StoreError as err:
@@ -302,7 +328,9 @@ class CubeDataset(Dataset[SensorStack]):
                 nodata=g.nodata,
                 has_cloud=g.cloud is not None,
                 cloud_threshold=threshold,
-                stats=g.stats,
+                norm_stats=normalisation_stats(g),
+                scale=g.scale_factor,
+                offset=g.add_offset,
             )
             chunk = chunk or (int(g.data.chunks[2]), int(g.data.chunks[3]))
             grid = g.grid
@@ -478,7 +506,9 @@ class CubeDataset(Dataset[SensorStack]):
         series = {}
         for name, info in self.groups.items():
             n, c = self._steps(name), len(info.bands)
-            values = _empty(("values", name), (b, n, c, s, s), _torch_dtype(info.dtype))
+            mixed = info.scale is None or info.offset is None  # regions differ: float32 physical values
+            dtype = torch.float32 if mixed else _torch_dtype(info.dtype)
+            values = _empty(("values", name), (b, n, c, s, s), dtype)
             valid = _empty(("valid", name), (b, n, s, s), torch.bool)
             times = torch.zeros((b, n), dtype=torch.int64)
             v_np, m_np, t_np = values.numpy(), valid.numpy(), times.numpy()
@@ -487,10 +517,19 @@ class CubeDataset(Dataset[SensorStack]):
                 if w is not None:
                     rows, cols = w.slices()
                     vals, ok, days = self._group_window(
-                        w.region, name, rows, cols, self.missing_dates, self.n_times, out=v_np[k]
+                        w.region,
+                        name,
+                        rows,
+                        cols,
+                        self.missing_dates,
+                        self.n_times,
+                        out=None if mixed else v_np[k],
                     )
                     t = len(days)
-                    if not np.may_share_memory(vals, v_np[k]):  # "mask" decodes in place
+                    if mixed:
+                        rg = self.regions[w.region].groups[name]
+                        v_np[k, :t] = vals * np.float32(rg.scale) + np.float32(rg.offset)
+                    elif not np.may_share_memory(vals, v_np[k]):  # "mask" decodes in place
                         v_np[k, :t] = vals
                     m_np[k, :t] = ok
                     t_np[k, :t] = days
@@ -502,9 +541,15 @@ class CubeDataset(Dataset[SensorStack]):
                 values=values,
                 times=times,
                 valid=valid,
-                units="raw",
+                units=info.units,
+                scale=1.0 if mixed else float(info.scale),  # type: ignore[arg-type]
+                offset=0.0 if mixed else float(info.offset),  # type: ignore[arg-type]
                 orbit=info.orbit,
+                all_valid=bool(m_np.all()),  # host-side facts: models need not ask the device
+                finite=True,  # non-finite pixels are invalid (valid_pixels)
             )
+            if info.kind == "sar" and name not in self._units_checked and bool(m_np.any()):
+                self._check_sar_units(name, series[name])
         targets = {}
         for name in self.target_names:
             tgt = _empty(("target", name), (b, s, s), torch.float32)
@@ -529,26 +574,42 @@ class CubeDataset(Dataset[SensorStack]):
             generation=lease[1],
         )
 
+    def _check_sar_units(self, name: str, series: SensorSeries) -> None:
+        """Check the first SAR window this process reads against its stated unit (on the CPU, once)."""
+        physical = series.values.float() * series.scale + series.offset
+        where = f"{', '.join(self.regions_paths[0])}/{name}"
+        check_sar_unit(physical, series.valid.unsqueeze(2), series.units, where)
+        self._units_checked.add(name)
+
     # -- statistics --------------------------------------------------------------------------------
 
-    def pooled_stats(self, group: str) -> dict[str, tuple[int, float, float]] | None:
-        """Per band ``(count, mean, std)`` pooled over every region's stored statistics (raw units).
+    def sensor_statistics(self) -> dict[str, list[tuple[str, dict[str, tuple[int, float, float]]]]]:
+        """Per catalogue sensor, the stored statistics of every region's group of it, in the encoder's domain.
 
-        ``None`` when some region lacks statistics for the group (then sensor defaults apply).
+        Returns:
+            ``{sensor: [(store path, {band: (count, mean, std)}), ...]}`` for the requested bands (optical:
+            reflectance; SAR: dB; see :func:`spectravlm.data.stats.normalisation_stats`). Groups without
+            statistics are left out; :meth:`groups_without_statistics` names them.
+
         """
-        info = self.groups[group]
-        out = {}
-        for band in info.bands:
-            parts = [r.groups[group].stats.get(band) for r in self.regions]
-            if any(p is None or not p.get("count") for p in parts):
-                return None
-            n = np.array([p["count"] for p in parts], dtype=np.float64)  # type: ignore[index]
-            m = np.array([p["mean"] for p in parts])  # type: ignore[index]
-            s = np.array([p["std"] for p in parts])  # type: ignore[index]
-            mean = float((n * m).sum() / n.sum())
-            var = float((n * (s**2 + (m - mean) ** 2)).sum() / n.sum())
-            out[band] = (int(n.sum()), mean, float(np.sqrt(var)))
+        out: dict[str, list[tuple[str, dict[str, tuple[int, float, float]]]]] = {}
+        for region in self.regions:
+            for name, rg in region.groups.items():
+                if rg.norm_stats is None:
+                    continue
+                info = self.groups[name]
+                bands = {b: rg.norm_stats[b] for b in info.bands}
+                out.setdefault(info.sensor, []).append((region.paths[rg.store], bands))
         return out
+
+    def groups_without_statistics(self) -> list[str]:
+        """``store/group`` of every requested group without stored statistics (``spectravlm data stats``)."""
+        return [
+            f"{region.paths[rg.store]}/{name}"
+            for region in self.regions
+            for name, rg in region.groups.items()
+            if rg.norm_stats is None
+        ]
 
 
 # --------------------------------------------------------------------------------------------------

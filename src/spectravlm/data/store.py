@@ -50,9 +50,10 @@ from spectravlm.errors import (
     StoreError,
     StoreExistsError,
     StoreVersionError,
+    UnknownUnitError,
 )
 from spectravlm.io import build_dir_for, replace_dir, stale_build_dirs
-from spectravlm.sensors import Sensor, get_sensor
+from spectravlm.sensors import Sensor, canonical_unit, get_sensor
 
 FORMAT_VERSION = 1
 """Version of the store layout written by this library. Readers refuse newer versions."""
@@ -70,24 +71,6 @@ _COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 # creating and deleting hundreds of folders cost more than the data itself (see docs/store-format.md).
 _CHUNK_KEYS: dict[str, Any] = {"name": "default", "separator": "."}
 
-try:  # the catalogue's unit spellings (spectravlm.sensors.canonical_unit), when this version has them
-    from spectravlm.sensors import canonical_unit as _catalogue_unit  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - older catalogue: the same mapping, kept here
-    _catalogue_unit = None
-
-_UNIT_SPELLINGS = {
-    "reflectance": "reflectance",
-    "surface reflectance": "reflectance",
-    "toa reflectance": "reflectance",
-    "db": "dB",
-    "decibel": "dB",
-    "decibels": "dB",
-    "linear": "linear",
-    "linear power": "linear",
-    "power": "linear",
-    "dn": "DN",
-}
-
 
 def canonical_units(text: str) -> str:
     """The canonical unit name (``reflectance``, ``dB``, ``linear``, ``DN``) of a spelling.
@@ -99,20 +82,10 @@ def canonical_units(text: str) -> str:
         StoreError: an empty or unknown spelling (a unit is a fact, never guessed).
 
     """
-    if _catalogue_unit is not None:
-        try:
-            return str(_catalogue_unit(text))
-        except (ValueError, KeyError) as err:
-            raise StoreError(str(err)) from None
-    key = " ".join(str(text).strip().lower().split())
-    if key in _UNIT_SPELLINGS:
-        return _UNIT_SPELLINGS[key]
-    if key.startswith("dn"):
-        return "DN"
-    raise StoreError(
-        f"unit {text!r} is not known; known units: reflectance, dB, linear, DN (physical = raw * "
-        "scale_factor + add_offset); set the group's units when ingesting"
-    )
+    try:
+        return canonical_unit(text)
+    except UnknownUnitError as err:
+        raise StoreError(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -1130,7 +1103,11 @@ class ChunkFiles:
             padded[tuple(slice(0, n) for n in part.shape)] = part
             part = padded
         data = self.codec.encode(np.ascontiguousarray(part, dtype=self.dtype))
-        (self.folder / ("c." + ".".join(map(str, idx)))).write_bytes(data)
+        path = self.folder / ("c." + ".".join(map(str, idx)))
+        # An append starts from a hard-link copy of the user's store: never write through a link (a new
+        # file replaces it), so the previous store stays byte for byte what it was.
+        path.unlink(missing_ok=True)
+        path.write_bytes(data)
 
 
 def _product(ranges: list[range]) -> list[tuple[int, ...]]:

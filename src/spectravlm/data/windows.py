@@ -176,6 +176,18 @@ def split_windows(
     return out
 
 
+def auto_block_size(extents: Sequence[tuple[int, int]], window_size: int, stride: int | None = None) -> int:
+    """The default edge of the split blocks: at least 4 x 4 blocks in the smallest region.
+
+    The largest multiple of the window size (and stride) that fits four times into the smaller side of the
+    smallest region, and never less than one window. A 512 px store with 128 px windows gets 128 px blocks
+    (16 blocks); a 10980 px Sentinel-2 tile with 128 px windows 2688 px blocks (16 blocks).
+    """
+    unit = math.lcm(window_size, stride or window_size)
+    side = min(min(h, w) for h, w in extents)
+    return max(unit, side // 4 // unit * unit)
+
+
 def _deal(n: int, fractions: tuple[float, float, float]) -> list[int]:
     """Integer block counts per split: proportional, each positive fraction >= 1 block when n allows."""
     counts = [math.floor(n * f) for f in fractions]
@@ -242,6 +254,7 @@ class WindowSampler(DistributedSampler):
         self.pad_to_even = pad_to_even
         self.num_samples = len(self)
         self.total_size = self.num_samples * world_size
+        self._resume: tuple[int, int] | None = None  # (epoch, samples of this rank's share already consumed)
 
     def order(self) -> np.ndarray:
         """Window indices of this epoch, before sharding (the same on every rank)."""
@@ -249,10 +262,27 @@ class WindowSampler(DistributedSampler):
             return np.arange(self.n_windows)
         return np.random.default_rng([self.seed, self.epoch]).permutation(self.n_windows)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's shuffle; a resume position of another epoch no longer applies."""
+        super().set_epoch(epoch)
+        if self._resume is not None and self._resume[0] != epoch:
+            self._resume = None
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        """Continue epoch ``epoch`` after the first ``consumed`` samples of this rank's share.
+
+        Every iteration of that epoch starts there (Lightning may create an iterator more than once) until
+        :meth:`set_epoch` moves on to another epoch.
+        """
+        self.set_epoch(epoch)
+        self._resume = (epoch, consumed)
+
     def __iter__(self) -> Iterator[int]:
         mine = self.order()[self.rank :: self.num_replicas].tolist()
         if self.pad_to_even:
             mine += [PAD_INDEX] * (len(self) - len(mine))
+        if self._resume is not None and self._resume[0] == self.epoch:
+            mine = mine[self._resume[1] :]
         return iter(mine)
 
     def __len__(self) -> int:

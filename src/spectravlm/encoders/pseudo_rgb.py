@@ -6,8 +6,8 @@ The second door into the encoder side (see the design notes): an RGB-pretrained 
 vision tower, fed with a pseudo-RGB composite of the bands (:mod:`spectravlm.adapters`). With
 ``learned=True`` the 1x1 adapter starts as the composite and is trained; the backbone is frozen or
 trainable. Its outputs have the same typed form as :class:`~spectravlm.encoders.spectral.SpectralEncoder`
-(:class:`~spectravlm.encoders.outputs.EncoderOutput`, :class:`~spectravlm.encoders.outputs.DateTokens`),
-so heads and temporal encoders take either.
+(:class:`~spectravlm.encoders.outputs.EncoderOutput`, with its per-date, per-location and pooled views), so
+heads take either.
 
 Masking: invalid pixels are set to 0 after the composite, so their content never enters the
 backbone; a token is marked invalid when fewer than ``min_valid_fraction`` of its pixels are valid.
@@ -28,7 +28,7 @@ from torch import Tensor
 from spectravlm.adapters.backbones import CLIPVisionBackbone, TimmRGBBackbone
 from spectravlm.adapters.composites import affine_channels, composite_inputs, get_composite
 from spectravlm.adapters.learned import PseudoRGBAdapter
-from spectravlm.encoders.outputs import DateTokens, EncoderOutput, masked_token_mean
+from spectravlm.encoders.outputs import EncoderOutput, masked_token_mean
 from spectravlm.encoders.pretrained import PretrainedMixin
 from spectravlm.errors import ModelConfigError
 from spectravlm.sensors import get_sensor
@@ -143,21 +143,15 @@ class PseudoRGBEncoder(PretrainedMixin):
         mask = (frac >= self.config.min_valid_fraction) & (frac > 0)
         grid = TokenGrid(dates=t, groups=1, rows=h, cols=w)
         coords = _coords(series, grid)
+        mask = rearrange(mask, "(b t) l -> b (t l)", b=b)
         return EncoderOutput(
-            tokens=rearrange(tokens, "(b t) l d -> b (t l) d", b=b),
-            mask=rearrange(mask, "(b t) l -> b (t l)", b=b),
+            tokens=rearrange(tokens, "(b t) l d -> b (t l) d", b=b) * mask.unsqueeze(-1).to(tokens.dtype),
+            mask=mask,
             coords=coords,
             spans={group: (0, grid.size)},
             grids={group: grid},
+            patch_size=p,
         )
-
-    def forward_dates(self, inputs: SensorStack | SensorSeries) -> dict[str, DateTokens]:
-        """Per-date token grids ``[B,T,L,D]`` (each date is encoded on its own by the backbone)."""
-        group, series = self._series(inputs)
-        out = self.forward_features(series)
-        tokens, mask = out.per_date(series.sensor)
-        tokens = tokens * mask.unsqueeze(-1)
-        return {group: DateTokens(tokens, mask, series.times, out.grids[series.sensor], series.sensor)}
 
     def forward(self, inputs: SensorStack | SensorSeries) -> Tensor:
         """Pooled features ``[B,D]``: mean of the valid tokens."""

@@ -1,6 +1,5 @@
-"""Heads on encoder tokens: pretraining decoders and cross-modal projections."""
+"""Heads on encoder tokens: cross-modal projections (and the regression heads)."""
 
 from spectravlm.heads.contrastive import ProjectionHead, info_nce
-from spectravlm.heads.reconstruction import MaskedDecoder
 
-__all__ = ["MaskedDecoder", "ProjectionHead", "info_nce"]
+__all__ = ["ProjectionHead", "info_nce"]

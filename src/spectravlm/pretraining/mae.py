@@ -6,15 +6,17 @@ streams, ``K`` visible tokens, ``D`` encoder width, ``E`` decoder width, ``G`` s
 
 One step (MAE, He et al., https://arxiv.org/abs/2111.06377, over spatial, spectral and temporal tokens):
 
-1. each sensor stream of the :class:`~spectravlm.stack.SensorStack` is prepared by the encoder
-   (catalogue normalisation for optical bands, the SAR front-end in dB for SAR) and tokenized; the
-   prepared image, in those normalised units, is also the reconstruction target;
+1. each sensor stream of the :class:`~spectravlm.stack.SensorStack` is prepared by the encoder (its own
+   statistics: optical reflectance, SAR in dB through the SAR front-end) and tokenized; the prepared image,
+   in those normalised units, is also the reconstruction target (normalised explicitly even when the
+   tokenizer folded the normalisation into its projection, as it does for a batch without invalid pixels);
 2. tokens get their patch position, sensor and date embeddings (as in
    :meth:`~spectravlm.encoders.spectral.SpectralEncoder.forward_features`);
 3. :func:`~spectravlm.pretraining.masking.choose_hidden` hides a ratio of the valid tokens (random, whole
    bands, whole dates or a whole sensor); the **encoder's blocks see only the visible tokens**, gathered
-   into a shorter sequence, so a 0.75 ratio runs the encoder on a quarter of the tokens;
-4. the :class:`~spectravlm.heads.reconstruction.MaskedDecoder` reconstructs every token's pixels;
+   into shorter sequences (``SpectralEncoder.encode(..., gather=True)``), so a 0.75 ratio runs the encoder
+   on a quarter of the tokens, with the attention pattern it is configured with (joint or factorised);
+4. the :class:`~spectravlm.pretraining.decoder.MaskedDecoder` reconstructs every token's pixels;
 5. the loss is the mean squared error over the hidden tokens' *valid* pixels (cloud, nodata and padding
    never count), in normalised units. With nothing hidden (``mask_ratio=0``) it is taken over the visible
    tokens instead (plain autoencoding; used to time the unmasked step).
@@ -24,14 +26,14 @@ Optional cross-modal contrastive loss (CROMA, Fuller et al., https://arxiv.org/a
 in CROMA), each is mean-pooled over its visible tokens and projected, and a symmetric InfoNCE pulls the S1
 and S2 embeddings of the same window together. The decoder then attends across both modalities.
 
-Why not ``SpectralEncoder.forward_features``: it runs the blocks on every token. Steps 1-2 and 3 use the
-encoder's own stages (``prepare``, ``tokenizer``, ``embed``, ``blocks_forward``), so the encoder keeps
-one definition of each and the exported weights are the encoder's, unchanged.
+Why not ``SpectralEncoder.forward_features``: it runs the blocks on every token. Steps 1-3 use the
+encoder's own stages (``prepare``, ``tokenizer``, ``assemble``, ``encode``), so the encoder keeps one
+definition of each and the exported weights are the encoder's, unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -43,14 +45,14 @@ from spectravlm.encoders.embeddings import date_embedding, grid_embedding
 from spectravlm.encoders.outputs import masked_token_mean
 from spectravlm.encoders.spectral import SpectralEncoder
 from spectravlm.errors import ModelConfigError
-from spectravlm.heads.contrastive import ProjectionHead, info_nce
-from spectravlm.heads.reconstruction import MaskedDecoder
+from spectravlm.heads.contrastive import Gather, ProjectionHead, info_nce
+from spectravlm.pretraining.decoder import MaskedDecoder
 from spectravlm.pretraining.masking import MaskStrategy, check_mask, choose_hidden
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorStack
 from spectravlm.tokenizers.channels import SAR_RATIOS
 from spectravlm.tokenizers.image import ChannelImage
-from spectravlm.tokenizers.tokens import TokenCoords, TokenGrid, Tokens
+from spectravlm.tokenizers.tokens import TokenGrid, Tokens
 
 
 @dataclass
@@ -217,6 +219,8 @@ class MaskedAutoencoder(nn.Module):
             image,
             channels=tuple(image.channels[i] for i in keep),
             values=image.values[:, :, keep],
+            gain=None if image.gain is None else image.gain[keep],  # a lazily normalised image
+            shift=None if image.shift is None else image.shift[keep],
         )
 
     def _member(self, tokens: Tokens, image: ChannelImage, n_bands: int) -> Tensor:
@@ -234,7 +238,7 @@ class MaskedAutoencoder(nn.Module):
         self,
         stack: SensorStack,
         generator: torch.Generator | None = None,
-        gather: Callable[[Tensor], Tensor] | None = None,
+        gather: Gather | None = None,
         rank: int = 0,
     ) -> MAEOutput:
         """One masked-autoencoder step on a batch.
@@ -250,22 +254,13 @@ class MaskedAutoencoder(nn.Module):
         enc, p = self.encoder, self.patch_size
         images, hidden_ch, tokens = {}, {}, {}
         for g in self.bands:
-            image = enc.prepare(stack.series[g])
+            image = enc.prepare(stack.series[g], g)
             images[g] = image
             hidden_ch[g] = self._hide_channels(image, len(self.bands[g]), generator)
             tokens[g] = enc.tokenizer(self._drop_channels(image, hidden_ch[g]))
-
-        # -- the full sequence, embedded as the encoder does it -------------------------------------
-        spans, start = {}, 0
-        for g, tok in tokens.items():
-            spans[g] = (start, start + tok.tokens.shape[1])
-            start += tok.tokens.shape[1]
-        x = torch.cat([enc.embed(t) for t in tokens.values()], dim=1)  # (B, N, D)
-        valid = torch.cat([t.mask for t in tokens.values()], dim=1)  # (B, N)
-        coords = TokenCoords.cat([t.coords for t in tokens.values()])
+        seq = enc.assemble(tokens)  # the full sequence, embedded as the encoder does it
+        x, valid, coords, spans = seq.x, seq.valid, seq.coords, seq.spans
         several_dates = len(tokens) > 1 or any(t.grid.dates > 1 for t in tokens.values())
-        if enc.config.date_embedding and several_dates:
-            x = x + date_embedding(coords.time, valid, enc.dim).to(x.dtype)
         n = x.shape[1]
         stream = torch.cat(
             [torch.full((stop - s0,), i, device=x.device) for i, (s0, stop) in enumerate(spans.values())]
@@ -286,23 +281,20 @@ class MaskedAutoencoder(nn.Module):
                 generator,
             )
         visible = valid & ~hidden
-        encoded, index, shown, pooled = [], [], [], []
+        enc_tokens = x.new_zeros(x.shape)
+        pooled = []
         for member in self._segments(stack, spans, n, x.device):
-            out, order, m_vis = self._encode_visible(x, visible & member)
-            encoded.append(out)
-            index.append(order)
-            shown.append(m_vis)
-            pooled.append((masked_token_mean(out, m_vis), m_vis.any(dim=1)))
-        enc_tokens = torch.cat(encoded, dim=1)
+            keep = visible & member
+            out = enc.encode(seq, keep=keep, gather=True)  # the blocks see the visible tokens only
+            enc_tokens = enc_tokens + out  # segments are disjoint; each is zero outside its tokens
+            pooled.append((masked_token_mean(out, keep), keep.any(dim=1)))
 
         # -- decoder and losses ---------------------------------------------------------------------
         e = self.decoder.dim
         position = grid_embedding(coords.row, coords.col, e)
         if several_dates:
             position = position + date_embedding(coords.time, valid, e)
-        predictions = self.decoder(
-            enc_tokens, torch.cat(index, dim=1), torch.cat(shown, dim=1), position, coords.group, valid, spans
-        )
+        predictions = self.decoder(enc_tokens, visible, position, coords.group, valid, spans)
         any_hidden = bool(hidden.any()) or any(bool(h.any()) for h in hidden_ch.values())
         streams: dict[str, StreamReconstruction] = {}
         sq_sum = x.new_zeros(())
@@ -311,7 +303,7 @@ class MaskedAutoencoder(nn.Module):
         for g, tok in tokens.items():
             s0, s1 = spans[g]
             n_bands = len(self.bands[g])
-            image = images[g]
+            image = images[g].normalised()  # the target is in normalised units, whatever path the tokens took
             target = _pad_to(image.values[:, :, :n_bands], p)
             pixel_valid = _pad_to(image.valid, p, False)
             member = self._member(tok, image, n_bands)
@@ -356,28 +348,9 @@ class MaskedAutoencoder(nn.Module):
             baseline_loss=zero_sum / count.detach().clamp_min(1.0),
             contrastive_loss=contrastive,
             streams=streams,
-            visible_tokens=int(enc_tokens.shape[1]),
+            visible_tokens=int(visible.sum(dim=1).max()),
             total_tokens=n,
         )
-
-    def _encode_visible(self, x: Tensor, visible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Run the encoder blocks on the visible tokens only.
-
-        Args:
-            x: ``[B,N,D]`` embedded tokens.
-            visible: ``[B,N]`` bool tokens to encode.
-
-        Returns:
-            Encoded ``[B,K,D]``, their positions ``[B,K]`` in ``x`` and ``[B,K]`` bool, False where a sample
-            has fewer than ``K`` visible tokens (padding entries, masked in attention). ``K`` is the largest
-            visible count of the batch (at least 1).
-
-        """
-        k = max(1, int(visible.sum(dim=1).max()))
-        order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :k]  # (B, K) visible first
-        x_vis = x.gather(1, repeat(order, "b k -> b k d", d=x.shape[-1]))
-        m_vis = visible.gather(1, order)
-        return self.encoder.blocks_forward(x_vis, m_vis), order, m_vis
 
     def _segments(
         self, stack: SensorStack, spans: dict[str, tuple[int, int]], n: int, device: torch.device

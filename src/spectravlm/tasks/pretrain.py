@@ -1,65 +1,68 @@
 """``PretrainTask``: masked multi-sensor pretraining of the sensor-native encoder, as a LightningModule.
 
 The model is :class:`~spectravlm.pretraining.mae.MaskedAutoencoder` (MAE over spatial, spectral and
-temporal tokens, optional S1<->S2 contrastive loss), built by
-:func:`~spectravlm.encoders.spectral.build_encoder` and :func:`~spectravlm.pretraining.mae.build_mae` from
-the hyperparameters below; this class adds the training loop pieces
-(:class:`~spectravlm.tasks.base.BaseTask`),
-logging, checkpoint metadata and the encoder export.
+temporal tokens, optional S1<->S2 contrastive loss) around a :class:`~spectravlm.encoders.spectral.
+SpectralEncoder` with either attention pattern (``attention: joint`` or ``factorised``); this class adds
+the training loop pieces of :class:`~spectravlm.tasks.base.BaseTask`, logging and the encoder export.
 
-From the command line (``bands`` and ``window_size`` are linked from the data section)::
+From the command line (``bands`` and ``window_size`` come from the data section)::
 
     spectravlm data demo data/demo.zarr --overwrite
     spectravlm fit --config configs/pretrain_demo.yaml
 
 From Python::
 
-    dm = CubeDataModule(stores=["data/demo.zarr"], groups=["s2", "s1"], window_size=64, normalize=False)
+    dm = CubeDataModule(stores=["data/demo.zarr"], groups=["s2", "s1"], window_size=64)
     task = PretrainTask(bands=store_bands(dm.stores, dm.groups), window_size=64, encoder="tiny")
     L.Trainer(max_epochs=5, plugins=[AtomicCheckpointIO()]).fit(task, datamodule=dm)
-    task.export_encoder("encoder/")  # SpectralEncoder.from_pretrained("encoder/") for fine-tuning
+    task.export_encoder("encoder/")  # load_encoder("encoder/") for fine-tuning
 
-Data normalisation: the encoder normalises raw store values itself (catalogue statistics for optical
-bands, the SAR front-end in dB), so the normalisation travels with the exported encoder. Run the data
-module with ``normalize=False``; normalised optical input is accepted too, normalised SAR input only with
-an encoder built without the SAR ratio channel.
+Normalisation: the encoder normalises the stores' physical values itself with its own statistics, which a
+pretraining fit takes from the stores (``spectravlm data stats``) when it starts, and which travel with the
+exported encoder and every checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
-from spectravlm.encoders.pretrained import sensor_metadata
-from spectravlm.encoders.spectral import EncoderSize, SpectralEncoder, TokenizerKind, build_encoder
+from spectravlm.encoders.spectral import (
+    AttentionPattern,
+    EncoderSize,
+    SpectralEncoder,
+    TokenizerKind,
+    task_encoder,
+)
 from spectravlm.errors import ModelConfigError
+from spectravlm.heads.contrastive import padded_all_gather
 from spectravlm.pretraining.mae import MAEOutput, build_mae
 from spectravlm.pretraining.masking import MaskStrategy, check_mask
-from spectravlm.stack import SensorStack
+from spectravlm.stack import SensorStack, clone_stack
 from spectravlm.tasks.base import BaseTask, normalise_bands
 
-_ENCODER_FIELDS = ("dim", "depth", "num_heads", "patch_size", "tokenizer", "sensors")
+if TYPE_CHECKING:
+    from spectravlm.data.datamodule import CubeDataModule
 
 
 class PretrainTask(BaseTask):
     """Masked-autoencoder pretraining of a :class:`SpectralEncoder` on S1/S2 cube stores.
 
     Args:
-        bands: per sensor stream (data module group), its bands in batch order (linked from the data).
-        window_size: window edge in pixels the data module reads (linked from the data); must be a
-            multiple of ``patch_size``.
+        bands: per sensor stream (data module group), its bands in batch order (from the data).
+        window_size: window edge in pixels the data module reads (from the data); must be a multiple of
+            ``patch_size``.
         encoder: named encoder size: ``test`` (unit tests), ``tiny``, ``small``, ``base``.
         patch_size: patch edge in pixels, shared by the encoder's tokenizer and the decoder.
         tokenizer: ``wavelength`` (DOFA-style, one token per patch), ``cube`` or ``band_group``.
+        attention: ``joint`` space-time attention, or ``factorised`` (space per date, then each location).
+        temporal_depth: with ``factorised``, the blocks of the per-location stage (out of the size's depth).
         drop_path_rate: stochastic depth of the encoder.
         gradient_checkpointing: recompute encoder activations in the backward pass (less memory).
-        init_encoder: a :meth:`SpectralEncoder.save_pretrained` directory to start from (same size,
-            patch size and tokenizer).
+        init_encoder: a pretrained encoder (folder or task checkpoint) to continue from; its architecture
+            must match the settings above.
         decoder_dim: decoder width.
         decoder_depth: decoder blocks.
         decoder_heads: decoder attention heads.
@@ -70,10 +73,12 @@ class PretrainTask(BaseTask):
         contrastive_dim: projection width of the contrastive head.
         temperature: InfoNCE temperature.
         lr: peak learning rate.
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay (not on biases, norms, embeddings, learned tokens).
         betas: AdamW betas.
         warmup: share of the optimiser steps with a linear warm-up.
         min_lr_ratio: final learning rate / ``lr``.
+        refit_statistics: set the encoder's normalisation statistics from the stores when the fit starts
+            (default: only for a new encoder, not for ``init_encoder``).
         seed: seed of the per-batch randomness (masks, augmentation, drop-path).
 
     """
@@ -83,6 +88,8 @@ class PretrainTask(BaseTask):
         "encoder",
         "patch_size",
         "tokenizer",
+        "attention",
+        "temporal_depth",
         "decoder_dim",
         "decoder_depth",
         "decoder_heads",
@@ -96,6 +103,8 @@ class PretrainTask(BaseTask):
         encoder: EncoderSize = "small",
         patch_size: int = 16,
         tokenizer: TokenizerKind = "wavelength",
+        attention: AttentionPattern = "joint",
+        temporal_depth: int = 2,
         drop_path_rate: float = 0.0,
         gradient_checkpointing: bool = False,
         init_encoder: str | None = None,
@@ -112,13 +121,12 @@ class PretrainTask(BaseTask):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup: float = 0.05,
         min_lr_ratio: float = 0.0,
+        refit_statistics: bool | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(lr, weight_decay, betas, warmup, min_lr_ratio, seed)
         self.bands = normalise_bands(bands)
         bands = {g: list(b) for g, b in self.bands.items()}  # plain lists in the saved hyperparameters
         betas = (float(betas[0]), float(betas[1]))
-        self.save_hyperparameters()
         check_mask(mask_ratio, mask_strategy)
         if patch_size < 1 or window_size < patch_size or window_size % patch_size:
             raise ModelConfigError(
@@ -145,84 +153,45 @@ class PretrainTask(BaseTask):
                 "contrastive_weight: 0"
             )
         self.window_size = window_size
-        self.model = build_mae(
-            self._encoder(
-                encoder, patch_size, tokenizer, drop_path_rate, gradient_checkpointing, init_encoder
-            ),
-            self.bands,
-            decoder_dim,
-            decoder_depth,
-            decoder_heads,
-            mask_ratio,
-            mask_strategy,
-            contrastive_weight,
-            contrastive_dim,
-            temperature,
-        )
         self.val_example: tuple[SensorStack, MAEOutput] | None = None
+        super().__init__()
 
-    @staticmethod
-    def _encoder(
-        size: EncoderSize,
-        patch_size: int,
-        tokenizer: TokenizerKind,
-        drop_path_rate: float,
-        gradient_checkpointing: bool,
-        init_encoder: str | None,
-    ) -> SpectralEncoder:
-        encoder = build_encoder(size, patch_size, tokenizer, drop_path_rate, gradient_checkpointing)
-        if init_encoder is None:
-            return encoder
-        loaded = SpectralEncoder.load_config(init_encoder)
-        diffs = [
-            f"{k}: {getattr(loaded, k)!r} in {init_encoder}, {getattr(encoder.config, k)!r} here"
-            for k in _ENCODER_FIELDS
-            if getattr(loaded, k) != getattr(encoder.config, k)
-        ]
-        if diffs:
-            raise ModelConfigError(
-                f"init_encoder {init_encoder} does not fit encoder={size!r}, patch_size={patch_size}, "
-                f"tokenizer={tokenizer!r}: " + "; ".join(diffs)
-            )
-        pretrained = SpectralEncoder.from_pretrained(init_encoder)
-        pretrained.config.gradient_checkpointing = gradient_checkpointing
-        return pretrained
+    def configure_models(self) -> None:
+        """The encoder (new, or ``init_encoder``) and the MAE decoder around it."""
+        hp: Any = self.hparams
+        encoder = task_encoder(
+            hp.encoder,
+            hp.patch_size,
+            hp.tokenizer,
+            hp.attention,
+            hp.temporal_depth,
+            hp.drop_path_rate,
+            hp.gradient_checkpointing,
+            hp.init_encoder,
+        )
+        self.encoder_loaded = hp.init_encoder is not None
+        self.model = build_mae(
+            encoder,
+            self.bands,
+            hp.decoder_dim,
+            hp.decoder_depth,
+            hp.decoder_heads,
+            hp.mask_ratio,
+            hp.mask_strategy,
+            hp.contrastive_weight,
+            hp.contrastive_dim,
+            hp.temperature,
+        )
 
     @property
     def encoder(self) -> SpectralEncoder:
         """The encoder being pretrained."""
         return self.model.encoder
 
-    # ---- checks before training --------------------------------------------------------------------
-
-    def setup(self, stage: str) -> None:
-        """Check the data module against the model before any step (bands, crop size, SAR units)."""
-        from spectravlm.data.datamodule import CubeDataModule
-
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if not isinstance(dm, CubeDataModule) or not dm.datasets:
-            return
+    def check_data(self, dm: CubeDataModule) -> None:
+        """The base checks, and streams of both kinds for the contrastive loss."""
+        super().check_data(dm)
         groups = next(iter(dm.datasets.values())).groups
-        have = {g: info.bands for g, info in groups.items()}
-        if have != self.bands:
-            raise ModelConfigError(
-                f"the data delivers streams/bands {have}, but the model was built for {self.bands}"
-            )
-        if dm.window_size != self.window_size:
-            raise ModelConfigError(
-                f"data window_size {dm.window_size} differs from the model's {self.window_size}"
-            )
-        crop = dm.augmenter.crop_size if dm.augmenter is not None else None
-        if crop is not None and crop % self.encoder.config.patch_size:
-            raise ModelConfigError(
-                f"data crop_size {crop} is not a multiple of patch_size {self.encoder.config.patch_size}"
-            )
-        sar = [g for g, info in groups.items() if info.kind == "sar"]
-        if dm.normalize and sar and (self.encoder.config.sar_ratio or self.encoder.config.speckle_filter):
-            raise ModelConfigError(
-                f"the data module normalises SAR streams {sar}, but the encoder's SAR front-end needs dB or "
-                "linear values (it adds the VV/VH ratio and normalises itself); set data normalize: false"
-            )
         kinds = {info.kind for info in groups.values()}
         if self.model.projection is not None and kinds != {"optical", "sar"}:
             raise ModelConfigError(
@@ -240,10 +209,13 @@ class PretrainTask(BaseTask):
         gather = None
         if stage == "train" and self.trainer.world_size > 1:
 
-            def gather(t: Tensor) -> Tensor:
+            def all_gather(t: Tensor) -> Tensor:
                 gathered = self.all_gather(t, sync_grads=True)  # (R, B, ...)
                 assert isinstance(gathered, Tensor)
-                return gathered.flatten(0, 1)
+                return gathered
+
+            def gather(t: Tensor) -> tuple[Tensor, int]:  # ranks may hold batches of different sizes
+                return padded_all_gather(all_gather, t)
 
         out = self.model(batch, self.mask_generator(stage, batch_idx), gather, self.global_rank)
         n = batch.batch_size
@@ -264,7 +236,7 @@ class PretrainTask(BaseTask):
         """Compute the validation loss (masks depend on the batch index only); keep batch 0 for figures."""
         out = self._step(batch, batch_idx, "val")
         if batch_idx == 0:
-            self.val_example = (batch, out)
+            self.val_example = (clone_stack(batch), out)  # the loader reuses the batch's memory later
 
     def test_step(self, batch: SensorStack, batch_idx: int) -> None:
         """Test loss (as validation)."""
@@ -279,32 +251,8 @@ class PretrainTask(BaseTask):
             out["origin"] = batch.origin
         return out
 
-    # ---- checkpoints and export --------------------------------------------------------------------
-
-    def checkpoint_metadata(self) -> dict[str, Any]:
-        """Return the encoder's class, config and sensor facts, the streams' bands and the window size."""
-        meta = super().checkpoint_metadata()
-        enc = self.encoder
-        meta["encoder"] = {
-            "model_type": type(enc).__name__,
-            "config": asdict(enc.config),
-            "sensors": sensor_metadata(tuple(enc.config.sensors)),
-        }
-        meta["bands"] = {g: list(b) for g, b in self.bands.items()}
-        meta["window_size"] = self.window_size
-        return meta
-
-    def export_encoder(self, path: str | Path) -> Path:
-        """Write the encoder with :meth:`SpectralEncoder.save_pretrained`, plus ``pretraining.json``.
-
-        ``pretraining.json`` records the bands, window size and masking the encoder was pretrained with.
-        Load it for fine-tuning with ``SpectralEncoder.from_pretrained(path)``.
-        """
-        path = self.encoder.save_pretrained(path)
-        facts = {
-            k: self.hparams[k] for k in ("window_size", "mask_ratio", "mask_strategy", "contrastive_weight")
-        }
-        facts["bands"] = {g: list(b) for g, b in self.bands.items()}
-        facts["global_step"] = int(self.global_step) if self._trainer is not None else None
-        (path / "pretraining.json").write_text(json.dumps(facts, indent=2))
-        return path
+    def export_facts(self) -> dict[str, Any]:
+        """Pretraining facts written beside the exported encoder (bands, window, masking)."""
+        facts = super().export_facts()
+        facts |= {k: self.hparams[k] for k in ("mask_ratio", "mask_strategy", "contrastive_weight")}
+        return facts

@@ -127,6 +127,7 @@ class PatchTokenizer(nn.Module):
             image = image.normalised()  # padded pixels must be 0 after normalisation
         t = image.values.shape[1]
         values, valid = self._fit_size(image.values, image.valid)
+        all_valid = image.all_valid is True and valid is image.valid  # padding adds invalid pixels
         p = self.patch_size
         hp, wp = values.shape[-2] // p, values.shape[-1] // p
 
@@ -144,8 +145,9 @@ class PatchTokenizer(nn.Module):
         else:
             tokens = self._project(values, index.flatten(), weight, bias)
         if not image.finite_checked and not _finite(tokens):
-            image = replace(image, values=values, valid=valid).normalised()
+            image = replace(image, values=values, valid=valid, all_valid=None).normalised()
             values, valid = mask_invalid(image.values, image.valid)  # NaN/inf pixels -> invalid, zeroed
+            all_valid = False
             tokens = self._project(values, index.flatten(), weight, bias)
 
         group_embed = self.group_embedding(groups)
@@ -156,7 +158,7 @@ class PatchTokenizer(nn.Module):
             tokens = tokens + self.orbit_embed.weight[orbit]
 
         grid = TokenGrid(dates=t, groups=len(slots), rows=hp, cols=wp)
-        mask = self._token_mask(valid, grid)
+        mask = self._token_mask(valid, grid, all_valid)
         coords = self._coords(image, channels, groups, grid)
         return Tokens(tokens, mask, coords, grid, groups, image.sensor, p)
 
@@ -216,9 +218,9 @@ class PatchTokenizer(nn.Module):
         ph, pw = -h % p, -w % p
         return F.pad(values, (0, pw, 0, ph)), F.pad(valid, (0, pw, 0, ph), value=False)
 
-    def _token_mask(self, valid: Tensor, grid: TokenGrid) -> Tensor:
+    def _token_mask(self, valid: Tensor, grid: TokenGrid, all_valid: bool) -> Tensor:
         p = self.patch_size
-        if self.min_valid_fraction <= 1.0 and bool(valid.all()):
+        if all_valid:  # stated on the host by the loader: no device synchronisation
             return valid.new_ones(valid.shape[0], grid.size)
         counts = rearrange(valid.float(), "b t (h p) (w q) -> b t h w (p q)", p=p, q=p).mean(-1)
         ok = (counts >= self.min_valid_fraction) & (counts > 0)  # (B, T, h, w)

@@ -22,14 +22,16 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from spectravlm.errors import ModelConfigError
-from spectravlm.sensors import get_sensor
+from spectravlm.errors import ModelConfigError, UnknownUnitError
+from spectravlm.sensors import ACCEPTED_UNITS, get_sensor
 from spectravlm.stack import SensorSeries
 from spectravlm.tokenizers.channels import Channel, sensor_channels
 
-# SensorSeries.units values that optical preparation accepts, and the factor to the catalogue's
-# stored unit (reflectance x 1e4) that the default statistics are given in.
-_OPTICAL_SCALE = {"raw": 1.0, "reflectance": 1e4}
+RATIO_DB_STATS: tuple[float, float] = (6.0, 3.0)
+"""(mean, std) of the SAR co/cross-pol ratio in dB, rounded from two real samples measured for the SAR
+front-end: BigEarthNet-S1 v1.0 examples (6 patches, 86,400 px): 6.00 +- 3.33 dB; BioMassters chip 0060c0a5
+(12 months, both orbits, 1.57 M px): 6.11 +- 1.54 dB."""
+RATIO_DB_STATS_BY_NAME: dict[str, tuple[float, float]] = {"VV/VH": RATIO_DB_STATS, "HH/HV": RATIO_DB_STATS}
 
 
 @dataclass
@@ -43,7 +45,7 @@ class ChannelImage:
             statistics), 0 at invalid pixels.
         times: ``[B,T]`` int64 days since 1970-01-01.
         valid: ``[B,T,H,W]`` bool pixel validity.
-        unit: the physical unit the values were normalised from (``reflectance*1e4``, ``dB``).
+        unit: the physical unit the values were normalised from (``reflectance``, ``dB``).
         orbit: SAR orbit direction when known.
         finite_checked: True when non-finite pixels are already marked invalid; False when the
             values may still hold NaN/inf at "valid" pixels (the tokenizer then checks).
@@ -53,6 +55,8 @@ class ChannelImage:
             one image-sized allocation fewer); :meth:`normalised` applies it. Only used when every
             pixel is valid (an invalid pixel must be 0 *after* normalisation).
         shift: ``[C]``, see ``gain``.
+        all_valid: host-side fact: every pixel of ``valid`` is True (``None``: unknown, computed when
+            needed). Lets the tokenizer pick its fast paths without a device synchronisation.
 
     """
 
@@ -66,6 +70,7 @@ class ChannelImage:
     finite_checked: bool = True
     gain: Tensor | None = None
     shift: Tensor | None = None
+    all_valid: bool | None = None
 
     def normalised(self) -> ChannelImage:
         """Return the image with ``gain``/``shift`` applied and invalid pixels zeroed (no-op if applied)."""
@@ -73,8 +78,11 @@ class ChannelImage:
             return self
         gain = rearrange(self.gain, "c -> 1 1 c 1 1")
         shift = rearrange(self.shift, "c -> 1 1 c 1 1")
-        values, valid = mask_invalid(torch.addcmul(shift, self.values, gain), self.valid, check_finite=False)
-        return replace(self, values=values, valid=valid, gain=None, shift=None)
+        values = torch.addcmul(shift, self.values, gain)
+        if self.all_valid is not True:
+            values, valid = mask_invalid(values, self.valid, check_finite=False)
+            return replace(self, values=values, valid=valid, gain=None, shift=None)
+        return replace(self, values=values, gain=None, shift=None)
 
     def __post_init__(self) -> None:
         if self.values.ndim != 5 or self.values.shape[2] != len(self.channels):
@@ -84,7 +92,9 @@ class ChannelImage:
             )
 
 
-def mask_invalid(values: Tensor, valid: Tensor, check_finite: bool = True) -> tuple[Tensor, Tensor]:
+def mask_invalid(
+    values: Tensor, valid: Tensor, check_finite: bool = True, all_valid: bool | None = None
+) -> tuple[Tensor, Tensor]:
     """Mark non-finite pixels invalid and zero every invalid pixel.
 
     Args:
@@ -93,6 +103,8 @@ def mask_invalid(values: Tensor, valid: Tensor, check_finite: bool = True) -> tu
         check_finite: look for NaN/inf pixels (a full pass over ``values``). Without it only the
             given ``valid`` is applied; the tokenizers then detect non-finite values from their
             (much smaller) output and call this again with the check (see ``PatchTokenizer``).
+        all_valid: without ``check_finite``, whether ``valid`` is known to be all True (skips the
+            where-pass without asking the device); ``None``: find out.
 
     Returns:
         ``(values, valid)`` with NaN/inf pixels (in any channel) invalid and all invalid pixels 0.
@@ -100,73 +112,107 @@ def mask_invalid(values: Tensor, valid: Tensor, check_finite: bool = True) -> tu
     """
     if check_finite:
         valid = valid & torch.isfinite(values).all(dim=2)
-    if bool(valid.all()):
+    elif all_valid is True:
+        return values, valid
+    if all_valid is None and bool(valid.all()):
         return values, valid  # nothing to zero (the common case; saves a pass over the values)
     values = torch.where(rearrange(valid, "b t h w -> b t 1 h w"), values, values.new_zeros(()))
     return values, valid
 
 
-def normalisation_stats(sensor: str, bands: tuple[str, ...]) -> tuple[Tensor, Tensor]:
-    """Default per-band (mean, std) from the catalogue, each ``[C]``, in the bands' stored units.
+def default_statistics(sensor: str, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+    """The catalogue's default (mean, std) of channels ``names`` of ``sensor``, each ``[C]``.
+
+    In the encoder's normalisation domain: optical bands in reflectance, SAR polarisations in dB, SAR
+    ratio channels (``VV/VH``) in dB from :data:`RATIO_DB_STATS`. An encoder starts from these and replaces
+    them with statistics of the stores it is pretrained on (see :mod:`spectravlm.encoders.statistics`).
 
     Raises:
-        ModelConfigError: when a band has no default statistics in the catalogue.
+        ModelConfigError: a band without default statistics in the catalogue.
 
     """
     s = get_sensor(sensor)
     means, stds = [], []
-    for name in bands:
-        stats = s.band(name).stats
-        if stats is None:
-            raise ModelConfigError(f"band {name!r} of {s.name} has no default statistics in the catalogue")
-        means.append(stats.mean)
-        stds.append(stats.std)
-    return torch.tensor(means), torch.tensor(stds)
+    for name in names:
+        if name in RATIO_DB_STATS_BY_NAME:
+            mean, std = RATIO_DB_STATS_BY_NAME[name]
+        else:
+            stats = s.band(name).stats
+            if stats is None:
+                raise ModelConfigError(
+                    f"band {name!r} of {s.name} has no default statistics in the catalogue"
+                )
+            mean, std = stats.mean, stats.std
+        means.append(mean)
+        stds.append(std)
+    return torch.tensor(means, dtype=torch.float32), torch.tensor(stds, dtype=torch.float32)
 
 
-def prepare_optical(series: SensorSeries, lazy: bool = True) -> ChannelImage:
-    """Normalise an optical series with the catalogue's default statistics.
-
-    ``series.units`` selects the conversion: ``raw`` (reflectance x 1e4, the catalogue's stored
-    unit), ``reflectance`` (0-1, multiplied by 1e4 first) or ``normalised`` (used as given).
-    With ``lazy`` and every pixel valid, the normalisation is returned as ``gain``/``shift`` for
-    the tokenizer to fold into its projection (see :class:`ChannelImage`); the values then are
-    the input as float.
+def check_units(series: SensorSeries, where: str = "") -> None:
+    """Refuse a series whose physical unit the encoder cannot take (optical: reflectance; SAR: dB, linear).
 
     Raises:
-        ModelConfigError: a SAR series, or units that are not one of the above.
+        UnknownUnitError: naming the group (``where``), the unit found and the units accepted.
+
+    """
+    kind = get_sensor(series.sensor).kind
+    accepted = ACCEPTED_UNITS[kind]
+    if series.units not in accepted:
+        hint = ""
+        if series.units == "DN":
+            hint = (
+                " (uncalibrated digital numbers: calibrate at ingest, e.g. spectravlm data ingest s1-grd "
+                "with its calibration, or --db)"
+            )
+        raise UnknownUnitError(
+            f"{where or series.sensor}: values in {series.units!r}{hint}; this encoder takes {kind} values "
+            f"in {' or '.join(repr(u) for u in accepted)} (physical = stored * scale + offset)"
+        )
+
+
+def series_all_valid(series: SensorSeries) -> bool:
+    """``series.all_valid`` when the loader stated it, else computed (a device-to-host synchronisation)."""
+    if series.all_valid is not None:
+        return series.all_valid
+    return bool(series.valid.all())
+
+
+def prepare_optical(
+    series: SensorSeries, mean: Tensor | None = None, std: Tensor | None = None, lazy: bool = True
+) -> ChannelImage:
+    """Normalise an optical series in reflectance: ``((values * scale + offset) - mean) / std`` per band.
+
+    Args:
+        series: an optical series in ``reflectance`` (after its ``scale`` and ``offset``).
+        mean: ``[C]`` per-band means in reflectance (default: the catalogue's, see
+            :func:`default_statistics`; an encoder passes its own statistics).
+        std: ``[C]`` per-band standard deviations, likewise.
+        lazy: with every pixel valid, return the normalisation as ``gain``/``shift`` for the tokenizer to
+            fold into its projection (see :class:`ChannelImage`); the values then are the input as float.
+
+    Raises:
+        ModelConfigError: a SAR series.
+        UnknownUnitError: a unit other than reflectance.
 
     """
     sensor = get_sensor(series.sensor)
     if sensor.kind != "optical":
         raise ModelConfigError(f"prepare_optical got SAR series {series.sensor}; use the SAR front-end")
+    check_units(series)
+    if mean is None or std is None:
+        mean, std = default_statistics(sensor.name, series.bands)
     x = series.values.float()
-    if series.units != "normalised":
-        if series.units not in _OPTICAL_SCALE:
-            raise ModelConfigError(
-                f"{series.sensor}: unknown optical units {series.units!r}; expected one of "
-                f"{', '.join([*_OPTICAL_SCALE, 'normalised'])}"
-            )
-        mean, std = normalisation_stats(sensor.name, series.bands)
-        image = ChannelImage(
-            sensor=sensor.name,
-            channels=sensor_channels(sensor.name, series.bands),
-            values=x,
-            times=series.times,
-            valid=series.valid,
-            unit="reflectance*1e4",
-            finite_checked=False,  # NaN/inf: found by the tokenizer from its output
-            gain=(_OPTICAL_SCALE[series.units] / std).to(x.device),  # (x * scale - mean) / std
-            shift=(-mean / std).to(x.device),
-        )
-        return image if lazy and bool(series.valid.all()) else image.normalised()
-    values, valid = mask_invalid(x, series.valid, check_finite=False)
-    return ChannelImage(
+    all_valid = series_all_valid(series)
+    image = ChannelImage(
         sensor=sensor.name,
         channels=sensor_channels(sensor.name, series.bands),
-        values=values,
+        values=x,
         times=series.times,
-        valid=valid,
-        unit="reflectance*1e4",
-        finite_checked=False,
+        valid=series.valid,
+        unit="reflectance",
+        finite_checked=series.finite,  # else NaN/inf are found by the tokenizer from its output
+        gain=(series.scale / std).to(x.device),  # ((x * scale + offset) - mean) / std
+        shift=((series.offset - mean) / std).to(x.device),
+        all_valid=all_valid,
     )
+    return image if lazy and all_valid else image.normalised()

@@ -6,10 +6,10 @@ SAR is encoded as what it is: backscatter power per polarisation. The front-end 
 :class:`~spectravlm.stack.SensorSeries` of Sentinel-1 backscatter into a
 :class:`~spectravlm.tokenizers.image.ChannelImage` in normalised dB, with:
 
-* **units**: ``series.units`` says what the values are (``raw`` = the catalogue's stored unit, dB;
-  ``dB``; ``linear`` power). The output records its unit (``dB``). Input in the wrong unit is refused
-  where it is detectable: "dB" values that are all > 0 (that is linear power: real sigma0 in dB is
-  mostly negative) or "linear" power with negative values (that is dB).
+* **units**: ``series.units`` says what ``values * scale + offset`` is (``dB`` or ``linear`` power; the
+  uncalibrated ``DN`` is refused). The output is in dB. Input in the wrong unit is refused where it is
+  detectable: "dB" values that are all > 0 (that is linear power: real sigma0 in dB is mostly negative)
+  or "linear" power with negative values (that is dB).
 * **masking**: pixels equal to ``nodata`` (BioMassters uses -9999), non-finite pixels, and linear
   power <= 0 (the zero-filled borders of GRD scenes) are invalid; invalid pixels are zeroed after
   normalisation and never reach a token.
@@ -32,10 +32,9 @@ SAR is encoded as what it is: backscatter power per polarisation. The front-end 
   Definition, S1-RS-MDA-52-7440, table "GRD products": IW GRDH ENL 4.4).
 * **ratio channel**: ``VV/VH`` (and ``HH/HV`` for quad-pol) as a dB difference, when both
   polarisations are present. It is a channel of its own with a spectral key, never a fake band.
-* **normalisation**: catalogue dB statistics for VV/VH/HH/HV; for the ratio, mean 6.0 dB and std
-  3.0 dB, rounded from two real samples measured for this module: BigEarthNet-S1 v1.0 examples
-  (6 patches, 86,400 px): 6.00 +- 3.33 dB; BioMassters chip 0060c0a5 (12 months, both orbits,
-  1.57 M px): 6.11 +- 1.54 dB.
+* **normalisation** is not done here: the encoder normalises the dB channels with its own statistics
+  (catalogue defaults: BigEarthNet-S1 dB statistics for VV/VH/HH/HV, :data:`RATIO_DB_STATS` for the ratio;
+  replaced by the stores' statistics at pretraining).
 
 Polarisation handling: VV only, VV+VH (Sentinel-1 IW dual-pol) and quad-pol (VV, VH, HH, HV) all
 work; the channels follow the series' bands, ratios are added for each complete co/cross pair.
@@ -52,15 +51,11 @@ from torch import Tensor, nn
 
 from spectravlm.errors import ModelConfigError
 from spectravlm.sensors import get_sensor
-from spectravlm.stack import SensorSeries
-from spectravlm.tokenizers.channels import SAR_RATIOS, Channel, ratio_channel, sensor_channels
-from spectravlm.tokenizers.image import ChannelImage, mask_invalid, normalisation_stats
+from spectravlm.stack import SensorSeries, check_sar_unit
+from spectravlm.tokenizers.channels import SAR_RATIOS, ratio_channel, sensor_channels
+from spectravlm.tokenizers.image import ChannelImage, check_units, mask_invalid
 
 SpeckleFilter = Literal["lee", "refined_lee"]
-SarInputUnit = Literal["raw", "dB", "linear", "normalised"]
-
-RATIO_DB_STATS: tuple[float, float] = (6.0, 3.0)
-"""(mean, std) of the co/cross-pol ratio in dB; see the module docstring for its measurement."""
 
 S1_GRDH_ENL = 4.4
 """Equivalent number of looks of Sentinel-1 IW GRDH products (ESA product definition)."""
@@ -74,34 +69,6 @@ def to_db(linear: Tensor) -> Tensor:
 def to_linear(db: Tensor) -> Tensor:
     """Decibels to linear power, ``10^(x / 10)``."""
     return torch.pow(10.0, db / 10.0)
-
-
-def check_sar_unit(values: Tensor, valid: Tensor, unit: str, name: str = "SAR series") -> None:
-    """Refuse SAR values whose claimed unit is contradicted by the data.
-
-    Args:
-        values: ``[..., C, H, W]`` backscatter.
-        valid: boolean mask broadcastable to ``values`` (pixels to look at).
-        unit: ``dB`` or ``linear``.
-        name: what to call the data in the message.
-
-    Raises:
-        ModelConfigError: dB values that are all > 0, or linear power with negative values.
-
-    """
-    seen = values[valid.expand_as(values) & torch.isfinite(values)]
-    if seen.numel() == 0:
-        return
-    if unit == "dB" and bool((seen > 0).all()):
-        raise ModelConfigError(
-            f"{name}: every valid value is > 0 dB (min {float(seen.min()):.3g}); this looks like linear "
-            "power. Set units='linear' on the series, or convert with spectravlm.tokenizers.sar.to_db"
-        )
-    if unit == "linear" and bool((seen < 0).any()):
-        raise ModelConfigError(
-            f"{name}: linear power cannot be negative (min {float(seen.min()):.3g}); this looks like dB. "
-            "Set units='dB' on the series"
-        )
 
 
 def _box_stats(z: Tensor, v: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor]:
@@ -214,7 +181,10 @@ class SARFrontEnd(nn.Module):
         enl: equivalent number of looks used by both filters.
         add_ratio: add ``VV/VH`` (and ``HH/HV``) ratio channels when both polarisations are present.
         nodata: value that marks missing pixels in ``raw``/``dB``/``linear`` input (``None``: none).
-        check_units: refuse values whose unit contradicts ``series.units`` (see :func:`check_sar_unit`).
+        check_units: refuse values whose unit contradicts ``series.units`` (see :func:`check_sar_unit`);
+            done for CPU tensors only (on an accelerator it would cost a device synchronisation every
+            step: :class:`~spectravlm.data.dataset.CubeDataset` checks the first window of each SAR group
+            on the CPU instead).
 
     """
 
@@ -244,24 +214,24 @@ class SARFrontEnd(nn.Module):
         sensor = get_sensor(series.sensor)
         if sensor.kind != "sar":
             raise ModelConfigError(f"SAR front-end got optical series {series.sensor}")
-        unit = {"raw": "dB", "db": "dB", "linear": "linear"}.get(series.units.lower())
-        if unit is None:
-            raise ModelConfigError(
-                f"{series.sensor}: the SAR front-end needs units 'raw', 'dB' or 'linear', got "
-                f"{series.units!r} (normalised values cannot be filtered or ratioed)"
-            )
+        check_units(series)
+        unit = series.units
         x = series.values.float()
+        if (series.scale, series.offset) != (1.0, 0.0):
+            x = x * series.scale + series.offset
         valid = series.valid & torch.isfinite(x).all(dim=2)
         if self.nodata is not None:
-            valid = valid & (x != self.nodata).all(dim=2)
-        if self.check_units:
+            valid = valid & (series.values != self.nodata).all(dim=2)
+        # a loader-vetted series (``finite``) was checked on the CPU by the loader; on an accelerator the
+        # check would cost a device synchronisation every step
+        if self.check_units and not series.finite and x.device.type == "cpu":
             check_sar_unit(x, rearrange(valid, "b t h w -> b t 1 h w"), unit, series.sensor)
-        linear = x if unit == "linear" else to_linear(x)
         if unit == "linear":
             valid = valid & (x > 0).all(dim=2)  # zero-filled GRD borders
         channels = list(sensor_channels(sensor.name, series.bands))
         b = x.shape[0]
         if self.speckle_filter is not None:
+            linear = x if unit == "linear" else to_linear(x)
             flat = rearrange(linear, "b t c h w -> (b t) c h w")
             flat_valid = rearrange(valid, "b t h w -> (b t) h w")
             safe = torch.where(rearrange(flat_valid, "n h w -> n 1 h w"), flat, flat.new_zeros(()))
@@ -272,7 +242,7 @@ class SARFrontEnd(nn.Module):
             linear = rearrange(flat, "(b t) c h w -> b t c h w", b=b)
             db = to_db(linear.clamp_min(1e-12))
         else:
-            db = x if unit == "dB" else to_db(linear)
+            db = x if unit == "dB" else to_db(x)
         planes = [db]
         if self.add_ratio:
             names = [c.name for c in channels]
@@ -282,7 +252,14 @@ class SARFrontEnd(nn.Module):
                         db[:, :, names.index(num)].unsqueeze(2) - db[:, :, names.index(den)].unsqueeze(2)
                     )
                     channels.append(ratio_channel(sensor.platform, ratio, sensor.band(num).gsd_m))
-        values, valid = mask_invalid(torch.cat(planes, dim=2), valid)
+        values = torch.cat(planes, dim=2)
+        # A batch the loader vouches for (every pixel valid, finite dB values) has nothing to mask; else one
+        # where-pass, without asking the device whether it is needed.
+        clean = series.all_valid is True and series.finite and unit == "dB" and self.speckle_filter is None
+        all_valid: bool | None = True
+        if not clean:
+            values, valid = mask_invalid(values, valid, check_finite=True, all_valid=False)
+            all_valid = None
         return ChannelImage(
             sensor=sensor.name,
             channels=tuple(channels),
@@ -291,31 +268,9 @@ class SARFrontEnd(nn.Module):
             valid=valid,
             unit="dB",
             orbit=series.orbit,
+            all_valid=all_valid,
         )
 
     def forward(self, series: SensorSeries) -> ChannelImage:
-        """Normalised dB channels (catalogue statistics; ratio statistics from :data:`RATIO_DB_STATS`)."""
-        if series.units == "normalised":
-            if self.add_ratio or self.speckle_filter is not None:
-                raise ModelConfigError(
-                    f"{series.sensor}: normalised SAR input cannot be speckle-filtered or ratioed; "
-                    "pass dB or linear values, or disable add_ratio and speckle_filter"
-                )
-            values, valid = mask_invalid(series.values.float(), series.valid)
-            channels = sensor_channels(series.sensor, series.bands)
-            return ChannelImage(series.sensor, channels, values, series.times, valid, "dB", series.orbit)
-        image = self.calibrated(series)
-        mean, std = _channel_stats(image.sensor, image.channels)
-        mean = rearrange(mean.to(image.values.device), "c -> 1 1 c 1 1")
-        std = rearrange(std.to(image.values.device), "c -> 1 1 c 1 1")
-        values, valid = mask_invalid((image.values - mean) / std, image.valid)
-        return ChannelImage(image.sensor, image.channels, values, image.times, valid, "dB", image.orbit)
-
-
-def _channel_stats(sensor: str, channels: tuple[Channel, ...]) -> tuple[Tensor, Tensor]:
-    bands = tuple(c.name for c in channels if c.name not in SAR_RATIOS)
-    mean, std = normalisation_stats(sensor, bands)
-    extra = len(channels) - len(bands)
-    mean = torch.cat([mean, torch.full((extra,), RATIO_DB_STATS[0])])
-    std = torch.cat([std, torch.full((extra,), RATIO_DB_STATS[1])])
-    return mean, std
+        """Backscatter in dB, not normalised (the encoder normalises it): :meth:`calibrated`."""
+        return self.calibrated(series)

@@ -36,7 +36,6 @@ from spectravlm.encoders.temporal import TemporalEncoder
 from spectravlm.encoders.temporal.ltae import LTAE
 from spectravlm.encoders.temporal.types import DatedTokens, TemporalOutput, zero_invalid
 from spectravlm.errors import ModelConfigError
-from spectravlm.stack import SensorStack
 
 
 class SensorFusion(nn.Module):
@@ -114,13 +113,3 @@ class SensorFusion(nn.Module):
         if len(grids) == 1:
             out.grid = grids.pop()
         return out
-
-    def forward_pixels(self, stack: SensorStack) -> TemporalOutput:
-        """Encode every pixel of a :class:`SensorStack` (values normalised), one location per pixel.
-
-        Groups of the stack that this model does not know are an error; groups it knows but the stack
-        lacks are absent sensors. Needs ``in_dims`` (the band counts of each group).
-        """
-        if self.in_proj is None:
-            raise ModelConfigError("forward_pixels needs in_dims (the band count of each sensor group)")
-        return self({g: DatedTokens.from_pixels(stack[g]) for g in stack})

@@ -23,7 +23,6 @@ from torch import Tensor
 
 from spectravlm.encoders.temporal.dates import check_times
 from spectravlm.errors import ModelConfigError
-from spectravlm.stack import SensorSeries
 
 
 @dataclass
@@ -47,21 +46,6 @@ class DatedTokens:
         check_temporal_inputs(self.tokens, self.times, self.valid)
         if self.grid is not None and self.grid[0] * self.grid[1] != self.tokens.shape[2]:
             raise ModelConfigError(f"grid {self.grid} does not hold N={self.tokens.shape[2]} locations")
-
-    @classmethod
-    def from_pixels(cls, series: SensorSeries) -> DatedTokens:
-        """Every pixel of a :class:`SensorSeries` as a location, its bands as features.
-
-        ``values [B,T,C,H,W] -> tokens [B,T,(H W),C]``; ``valid [B,T,H,W] -> [B,T,(H W)]``. Values are taken
-        as they are (normalise them first); invalid pixels may hold anything, the encoders mask them.
-        """
-        h, w = series.values.shape[-2:]
-        return cls(
-            tokens=rearrange(series.values, "b t c h w -> b t (h w) c").float(),
-            times=series.times,
-            valid=rearrange(series.valid, "b t h w -> b t (h w)"),
-            grid=(int(h), int(w)),
-        )
 
 
 @dataclass

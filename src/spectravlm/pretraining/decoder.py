@@ -12,8 +12,8 @@ predicts every token's pixels. Invalid tokens (padded dates, clouded patches) ar
 of every query, so they cannot influence any prediction. The loss is the caller's business (it decides
 which tokens and pixels count).
 
-The blocks are timm's (``timm.models.vision_transformer.Block``) with a boolean attention mask: this
-module sits below the encoders in the layer stack and uses no encoder code.
+The blocks are the library's one transformer block (:class:`spectravlm.encoders.blocks.Block`, the
+encoder's), with the valid tokens as key mask.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from einops import rearrange, repeat
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from spectravlm.encoders.blocks import Block
 from spectravlm.errors import ModelConfigError
 
 
@@ -79,11 +78,14 @@ class MaskedDecoder(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def no_weight_decay(self) -> set[str]:
+        """Learned tokens and embedding tables (no weight decay)."""
+        return {"mask_token", "stream_embed.weight", "group_embed.weight"}
+
     def forward(
         self,
-        visible: Tensor,
-        index: Tensor,
-        shown: Tensor,
+        encoded: Tensor,
+        placed: Tensor,
         position: Tensor,
         group: Tensor,
         valid: Tensor,
@@ -92,10 +94,8 @@ class MaskedDecoder(nn.Module):
         """Predict every token's values.
 
         Args:
-            visible: ``[B,K,D]`` encoded visible tokens.
-            index: ``[B,K]`` long, position of each visible token in the full sequence (distinct per sample).
-            shown: ``[B,K]`` bool, False for entries of ``visible`` that are only padding (their content is
-                never used).
+            encoded: ``[B,N,D]`` the encoder's output, meaningful where ``placed``.
+            placed: ``[B,N]`` bool, True where the encoder saw (and encoded) the token.
             position: ``[B,N,E]`` fixed position embedding of every token of the full sequence.
             group: ``[B,N]`` long spectral-group index of every token.
             valid: ``[B,N]`` bool, tokens that exist (invalid ones are not attended to).
@@ -105,7 +105,6 @@ class MaskedDecoder(nn.Module):
             Per stream, ``[B,N_s,P_s]`` predictions.
 
         """
-        b, n = valid.shape
         if set(spans) != set(self.streams):
             raise ModelConfigError(f"decoder built for streams {self.streams}, got {tuple(spans)}")
         if int(group.max()) >= self.group_embed.num_embeddings:
@@ -113,10 +112,8 @@ class MaskedDecoder(nn.Module):
                 f"spectral group index {int(group.max())} exceeds the decoder's table of "
                 f"{self.group_embed.num_embeddings}; raise max_groups"
             )
-        x = self.input_proj(visible)  # (B, K, E)
-        canvas = x.new_zeros(b, n, self.dim).scatter(1, repeat(index, "b k -> b k e", e=self.dim), x)
-        placed = torch.zeros_like(valid).scatter(1, index, shown)  # (B, N) True where an encoded token sits
-        x = torch.where(placed.unsqueeze(-1), canvas, self.mask_token.to(x.dtype))
+        x = self.input_proj(encoded)  # (B, N, E)
+        x = torch.where(placed.unsqueeze(-1), x, self.mask_token.to(x.dtype))
         stream = torch.cat(
             [
                 torch.full((stop - start,), self.streams.index(s), device=x.device)
@@ -124,11 +121,7 @@ class MaskedDecoder(nn.Module):
             ]
         )
         x = x + position.to(x.dtype) + self.stream_embed(stream) + self.group_embed(group)
-        attn_mask = None
-        if not bool(valid.all()):
-            keys = valid | ~valid.any(dim=1, keepdim=True)  # a sample without valid tokens attends to all
-            attn_mask = rearrange(keys, "b n -> b 1 1 n")
         for blk in self.blocks:
-            x = blk(x, attn_mask=attn_mask)
+            x = blk(x, valid)  # a sample without valid tokens attends to all of its own (Block's guard)
         x = self.norm(x)
         return {s: self.heads[s](x[:, start:stop]) for s, (start, stop) in spans.items()}
