@@ -31,7 +31,8 @@ band files at their native 10/20/60 m resolutions, tiled 512 px, deflate + predi
 ``--tile-dir``). Timed in turn, ``--reps`` times: the read ceiling (every file read in strips, 2 threads),
 the encode ceiling (blosc over the store's chunks of the 13-band 10 m cube, the data already in memory one
 row of chunks at a time), and ``ingest_geotiff`` in a fresh subprocess with statistics (read threads 2 and
-1) and without, reporting its peak RSS (``VmHWM``).
+1) and without, and with the 20/60 m bands through GDAL's warper instead of the nested-grid read, reporting
+its peak RSS (``VmHWM``).
 
 ``--part odc``: the reading question of the STAC ingest: ``ingest_stac`` (our windowed reader) against
 odc-stac (``odc.stac.load`` into dask chunks of one row of 256 px chunks, then ``to_zarr`` with the same
@@ -292,7 +293,8 @@ _INGEST_SCRIPT = textwrap.dedent(
     from spectravlm.data.ingest import ingest_geotiff
     t0 = time.perf_counter()
     ingest_geotiff(sys.argv[1], sys.argv[2], "s2", "sentinel2_l1c", units="reflectance", add_offset=0.0,
-                   stats=sys.argv[3] == "1", read_threads=int(sys.argv[4]), progress=False)
+                   stats=sys.argv[3] == "1", read_threads=int(sys.argv[4]), nested_reads=sys.argv[5] == "1",
+                   progress=False)
     dt = time.perf_counter() - t0
     hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]
     print(dt, int(hwm) / 1024)
@@ -300,17 +302,12 @@ _INGEST_SCRIPT = textwrap.dedent(
 )
 
 
-def ingest_subprocess(folder: Path, store: Path, stats: bool, threads: int) -> tuple[float, float]:
+def ingest_subprocess(
+    folder: Path, store: Path, stats: bool, threads: int, nested: bool = True
+) -> tuple[float, float]:
     """``(seconds, peak RSS MiB)`` of one ingest in a fresh process."""
-    args = [
-        sys.executable,
-        "-c",
-        _INGEST_SCRIPT,
-        str(folder),
-        str(store),
-        "1" if stats else "0",
-        str(threads),
-    ]
+    flags = ["1" if stats else "0", str(threads), "1" if nested else "0"]
+    args = [sys.executable, "-c", _INGEST_SCRIPT, str(folder), str(store), *flags]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout.split()
     return float(out[0]), float(out[1])
 
@@ -322,15 +319,17 @@ def part_tile(args: argparse.Namespace) -> None:
     read_ceiling(files, args.size)  # warm the page cache
     runs: dict[str, list[float]] = {"read": [], "encode": []}
     rss: dict[str, list[float]] = {}
-    variants = {"ingest (stats, 2 read threads)": (True, 2), "ingest (stats, 1 read thread)": (True, 1),
-                "ingest (no stats, 2 threads)": (False, 2)}  # fmt: skip
+    variants = {"ingest (stats, 2 read threads)": (True, 2, True),
+                "ingest (stats, 1 read thread)": (True, 1, True),
+                "ingest (no stats, 2 threads)": (False, 2, True),
+                "ingest (stats, GDAL warp 20/60 m)": (True, 2, False)}  # fmt: skip
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for _ in range(args.reps):
             runs["read"].append(read_ceiling(files, args.size))
             runs["encode"].append(encode_ceiling(files, args.size))
-            for name, (stats, threads) in variants.items():
+            for name, (stats, threads, nested) in variants.items():
                 store = Path(tmp) / "tile.zarr"
-                seconds, peak = ingest_subprocess(files[0].parent, store, stats, threads)
+                seconds, peak = ingest_subprocess(files[0].parent, store, stats, threads, nested)
                 runs.setdefault(name, []).append(seconds)
                 rss.setdefault(name, []).append(peak)
                 store_mb = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / 1e6
