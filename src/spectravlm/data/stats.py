@@ -95,9 +95,10 @@ class _FloatHistogram:
             self._double(up=True)
         values -= self.lo  # in place: the caller hands over a scratch copy
         values /= self.width
-        idx = values.astype(np.intp)
-        np.clip(idx, 0, self.n - 1, out=idx)
-        self.counts += np.bincount(idx, minlength=self.n)
+        idx = values.astype(np.intp)  # >= 0: lo <= every value
+        counts = np.bincount(idx, minlength=self.n + 1)
+        counts[self.n - 1] += counts[self.n :].sum()  # a value rounded onto the upper edge: the last bin
+        self.counts += counts[: self.n]
 
     def _double(self, up: bool) -> None:
         merged = self.counts[0::2] + self.counts[1::2]
@@ -168,7 +169,7 @@ class StatsAccumulator:
             v64 = sel.astype(np.float64)
             mean = float(v64.sum()) / n
             v64 -= mean
-            m2 = float(v64 @ v64)
+            m2 = float(np.einsum("i,i->", v64, v64))  # not BLAS: its thread pool stalls under load
             total = int(self.count[b]) + n
             delta = mean - self.mean[b]
             self.mean[b] += delta * (n / total)
