@@ -379,6 +379,7 @@ class CubeDataset(Dataset[SensorStack]):
                 readers[name] = (
                     self._reader(g.data, sources[rg.store]),
                     None if g.cloud is None else self._reader(g.cloud, sources[rg.store]),
+                    None if g.mask is None else self._reader(g.mask, sources[rg.store]),
                 )
             self._readers.append(readers)
             self._target_readers.append(
@@ -404,9 +405,14 @@ class CubeDataset(Dataset[SensorStack]):
             return self.n_times
         return max(len(r.groups[name].days) for r in self.regions)
 
-    def _valid(self, values: np.ndarray, cloud: np.ndarray | None, rg: _RegionGroup) -> np.ndarray:
-        """Compute validity ``(T,h,w)`` of raw ``(T,C,h,w)`` by the store's rule (:func:`valid_pixels`)."""
-        return valid_pixels(values.swapaxes(0, 1), rg.nodata, cloud, rg.cloud_threshold)
+    def _valid(
+        self, values: np.ndarray, cloud: np.ndarray | None, mask: np.ndarray | None, rg: _RegionGroup
+    ) -> np.ndarray:
+        """Compute validity ``(T,h,w)`` of raw ``(T,C,h,w)`` by the store's rule (:func:`valid_pixels`).
+
+        The rule: nodata, non-finite values, the cloud probability and the quality mask (SCL) of the group.
+        """
+        return valid_pixels(values.swapaxes(0, 1), rg.nodata, cloud, rg.cloud_threshold, mask)
 
     def _group_window(
         self,
@@ -423,7 +429,7 @@ class CubeDataset(Dataset[SensorStack]):
         With ``policy="mask"`` the values are decoded straight into ``out`` (``(>=T,C,h,w)``) when given.
         """
         rg = self.regions[region].groups[name]
-        data_r, cloud_r = self._readers[region][name]
+        data_r, cloud_r, mask_r = self._readers[region][name]
         t_all = len(rg.days)
         n = t_all if n_times is None else n_times
         if policy == "mask":
@@ -431,18 +437,25 @@ class CubeDataset(Dataset[SensorStack]):
             target = None if out is None else out[: len(t_idx)]
             values = data_r.read(rows, cols, t_idx, rg.band_idx, out=target)
             cloud = None if cloud_r is None else cloud_r.read(rows, cols, t_idx)
-        elif cloud_r is not None:
-            cloud_all = cloud_r.read(rows, cols)
-            usable = np.flatnonzero((cloud_all < rg.cloud_threshold).any(axis=(1, 2)))
-            t_idx = self._choose(usable, n, policy)
+            mask = None if mask_r is None else mask_r.read(rows, cols, t_idx)
+        elif cloud_r is not None or mask_r is not None:  # choose dates from the quality layers alone (cheap)
+            cloud_all = None if cloud_r is None else cloud_r.read(rows, cols)
+            mask_all = None if mask_r is None else mask_r.read(rows, cols)
+            clear = np.ones((t_all, rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
+            if cloud_all is not None:
+                clear &= cloud_all < rg.cloud_threshold
+            if mask_all is not None:
+                clear &= mask_all == 0
+            t_idx = self._choose(np.flatnonzero(clear.any(axis=(1, 2))), n, policy)
             values = data_r.read(rows, cols, t_idx, rg.band_idx)
-            cloud = cloud_all[t_idx]
+            cloud = None if cloud_all is None else cloud_all[t_idx]
+            mask = None if mask_all is None else mask_all[t_idx]
         else:
             values_all = data_r.read(rows, cols, None, rg.band_idx)
-            ok = self._valid(values_all, None, rg).any(axis=(1, 2))
+            ok = self._valid(values_all, None, None, rg).any(axis=(1, 2))
             t_idx = self._choose(np.flatnonzero(ok), n, policy)
-            values, cloud = values_all[t_idx], None
-        return values, self._valid(values, cloud, rg), rg.days[t_idx]
+            values, cloud, mask = values_all[t_idx], None, None
+        return values, self._valid(values, cloud, mask, rg), rg.days[t_idx]
 
     @staticmethod
     def _choose(usable: np.ndarray, n: int, policy: MissingDates) -> list[int]:
