@@ -238,7 +238,7 @@ class CubeDataset(Dataset[SensorStack]):
         self._check_pixel_sizes()
         self._pid: int | None = None
         self._units_checked: set[str] = set()
-        self._readers: list[dict[str, tuple[WindowReader, WindowReader | None]]] = []
+        self._readers: list[dict[str, tuple[WindowReader, WindowReader | None, WindowReader | None]]] = []
         self._target_readers: list[dict[str, WindowReader]] = []
         if windows is None:
             windows = [
