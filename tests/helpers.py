@@ -186,7 +186,7 @@ _CUDA_ONLY_LOWER_PRECISION = {
 
 
 class CudaAutocast(torch.overrides.TorchFunctionMode):
-    """``torch.autocast("cpu", bfloat16)`` plus CUDA's extra bf16 ops, to catch GPU-only autocast bugs on a CPU.
+    """CPU bf16 autocast plus CUDA's extra bf16 ops: catches GPU-only autocast bugs on a CPU.
 
     Inside an enabled CPU autocast region, the ops that CUDA's autocast lowers and the CPU's does not
     get their float32 tensor arguments cast to bfloat16, as they would on a GPU; anything that turns
@@ -196,6 +196,7 @@ class CudaAutocast(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _CUDA_ONLY_LOWER_PRECISION and torch.is_autocast_enabled("cpu"):
+
             def low(x):
                 if isinstance(x, torch.Tensor) and x.dtype == torch.float32:
                     return x.to(torch.bfloat16)
@@ -208,7 +209,7 @@ class CudaAutocast(torch.overrides.TorchFunctionMode):
 
 
 def cuda_autocast():
-    """Enter CPU bf16 autocast with CUDA's op list (see :class:`CudaAutocast`): ``with cuda_autocast(): ...``."""
+    """Enter CPU bf16 autocast with CUDA's op list (:class:`CudaAutocast`): ``with cuda_autocast(): ...``."""
     import contextlib
 
     stack = contextlib.ExitStack()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import torch
+
 from helpers import CudaAutocast
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"

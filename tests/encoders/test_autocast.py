@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import cuda_autocast, seeded
 
+from helpers import cuda_autocast, seeded
 from spectravlm.encoders.embeddings import date_embedding, grid_embedding
 from spectravlm.encoders.spectral import build_encoder
 from spectravlm.pretraining.mae import build_mae
@@ -29,7 +29,10 @@ def test_emulation_lowers_einsum_like_cuda():
 def test_sincos_embeddings_stay_float32_under_gpu_autocast():
     days = torch.tensor([[19000, 19300, 19301, 19302]])
     valid = torch.ones_like(days, dtype=torch.bool)
-    row, col = torch.arange(64).reshape(8, 8).div(8, rounding_mode="floor"), torch.arange(64).reshape(8, 8) % 8
+    row, col = (
+        torch.arange(64).reshape(8, 8).div(8, rounding_mode="floor"),
+        torch.arange(64).reshape(8, 8) % 8,
+    )
     want_dates, want_grid = date_embedding(days, valid, 128), grid_embedding(row, col, 128)
     with cuda_autocast():
         dates, grid = date_embedding(days, valid, 128), grid_embedding(row, col, 128)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 from torch import Tensor
+
 from spectravlm.errors import ModelConfigError
 from spectravlm.tokenizers.spectral import sincos_embedding
 
