@@ -1,4 +1,4 @@
-"""Importing spectravlm makes OpenMP's threads sleep while they wait (measured: benchmarks/RESULTS.md ## threads).
+"""Importing spectravlm makes OpenMP threads sleep while they wait (benchmarks/RESULTS.md, ## threads).
 
 GNU OpenMP (torch's on Linux) reports what it read from the environment with ``OMP_DISPLAY_ENV=VERBOSE``;
 ``GOMP_SPINCOUNT = '0'`` means waiting threads sleep at once, ``'300000'`` is its spinning default.
