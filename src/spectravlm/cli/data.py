@@ -237,6 +237,10 @@ def _npy_cube(args: argparse.Namespace) -> SensorCube:
 
 def data_main(argv: Sequence[str]) -> int:
     """Run ``spectravlm data ...``; returns the exit code."""
+    if argv and argv[0] in ("qa", "tiny-llm"):  # instruction data for the VLM: spectravlm.cli.qa
+        from spectravlm.cli.qa import qa_main
+
+        return qa_main(argv)
     args = _data_parser().parse_args(list(argv))
     if args.command == "demo":
         from spectravlm.data.demo import write_demo_store
