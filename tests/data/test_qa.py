@@ -196,7 +196,7 @@ def test_cli_writes_and_refuses(demo_store: Path, tmp_path: Path, capsys: pytest
 def test_data_module_scenes_regions_and_dates(qa_file: Path) -> None:
     dm = QADataModule(str(qa_file), batch_size=6, targets=["agb"])
     dm.setup("fit")
-    ds = dm.datasets["train"]
+    ds = dm.splits["train"]
     for k, record in enumerate(ds.records[:30]):
         scene, region = ds.scene(k)
         start, end = (int(np.datetime64(d, "D").astype(np.int64)) for d in record.dates)

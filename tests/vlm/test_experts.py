@@ -82,7 +82,7 @@ def _expert_for(record) -> StatisticExpert:  # type: ignore[no-untyped-def]
 def test_scene_statistics_equal_the_generators_answers(qa_scenes: QADataModule) -> None:
     seen = set()
     for split in ("train", "val"):
-        ds = qa_scenes.datasets[split]
+        ds = qa_scenes.splits[split]
         for k, record in enumerate(ds.records):
             if record.type not in (
                 "cloud_share",
@@ -103,7 +103,7 @@ def test_scene_statistics_equal_the_generators_answers(qa_scenes: QADataModule) 
 
 
 def test_statistic_unavailable_without_its_sensor(qa_scenes: QADataModule) -> None:
-    scene, region = qa_scenes.datasets["train"].scene(0)
+    scene, region = qa_scenes.splits["train"].scene(0)
     s1_only = SensorStack(series={"s1": scene.series["s1"]})
     out = build_expert(default_experts()[0])(s1_only, region)  # cloud_share reads the optical group
     assert not bool(out.available[0]) and float(out.values[0]) == 0.0

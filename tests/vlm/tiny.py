@@ -74,6 +74,7 @@ def make_vlm(
     """
     torch.manual_seed(seed)
     encoder = spectral_encoder_test(patch_size=8)
+    experts = config.pop("experts", None)
     llm = config.pop("llm", None) or LLMConfig(name_or_path=str(llm_dir))
     cfg = SpectraVLMConfig(
         encoder=encoder.config,
@@ -85,7 +86,7 @@ def make_vlm(
     with warnings.catch_warnings():
         if quiet:
             warnings.filterwarnings("ignore", message="the LLM's tokenizer has no pad token")
-        return SpectraVLM(cfg, encoder=encoder)
+        return SpectraVLM(cfg, encoder=encoder, experts=experts)
 
 
 def emit_numbers(model: SpectraVLM, value: float = 152.3) -> None:

@@ -267,7 +267,7 @@ class QADataModule(L.LightningDataModule):
         self.prompt_template = prompt_template
         self.targets = list(targets)
         self.limit = limit
-        self.datasets: dict[str, QADataset] = {}
+        self.splits: dict[str, QADataset] = {}  # not "datasets": that name means CubeDatasets to the callbacks
         self.processor: Callable[..., Any] | None = None
 
     def attach(
@@ -281,7 +281,7 @@ class QADataModule(L.LightningDataModule):
         self.processor = processor
         if targets:
             self.targets = sorted(set(self.targets) | set(targets))
-            for ds in self.datasets.values():
+            for ds in self.splits.values():
                 ds.targets = tuple(self.targets)
                 ds._datasets.clear()
         if prompt_template is not None:
@@ -290,7 +290,7 @@ class QADataModule(L.LightningDataModule):
                     f"data prompt_template {self.prompt_template!r} differs from the model's {prompt_template!r}"
                 )
             self.prompt_template = prompt_template
-            for ds in self.datasets.values():
+            for ds in self.splits.values():
                 ds.template = prompt_template
 
     @property
@@ -308,7 +308,7 @@ class QADataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Read and check the records, one dataset per split (idempotent)."""
-        if self.datasets:
+        if self.splits:
             return
         records = self.records()
         unknown = sorted({r.split for r in records} - set(SPLITS))
@@ -317,12 +317,12 @@ class QADataModule(L.LightningDataModule):
         root = Path(self.qa).absolute().parent
         for name in SPLITS:
             chosen = [r for r in records if r.split == name][: self.limit]
-            self.datasets[name] = QADataset(chosen, root, self.template, self.targets)
+            self.splits[name] = QADataset(chosen, root, self.template, self.targets)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader[QASample]:
-        if not self.datasets:
+        if not self.splits:
             self.setup()
-        ds = self.datasets[split]
+        ds = self.splits[split]
         if len(ds) == 0:
             raise DataConfigError(f"{self.qa} has no {split} record")
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None

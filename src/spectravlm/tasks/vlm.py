@@ -278,7 +278,7 @@ class VLMTask(BaseTask):
         )
         dm.attach(self.model.processor, self.model.config.prompt_template, targets=fit_targets)
         dm.setup(stage)
-        records = [r for ds in dm.datasets.values() for r in ds.records]
+        records = [r for ds in dm.splits.values() for r in ds.records]
         sizes = {r.window["size"] for r in records}
         if len(sizes) == 1:
             self.model.config.window_size = sizes.pop()
@@ -307,7 +307,7 @@ class VLMTask(BaseTask):
         """A new encoder takes the statistics of the training records' stores (as BaseTask does for cubes)."""
         from spectravlm.encoders.statistics import store_statistics
 
-        ds = dm.datasets["train"]
+        ds = dm.splits["train"]
         stats: dict[str, list[Any]] = {}
         for key in ds._keys:
             for sensor, entries in ds._dataset(key).sensor_statistics().items():
@@ -327,7 +327,7 @@ class VLMTask(BaseTask):
             if bool(predictor.fitted):
                 continue
             predictor.encoder.load_state_dict(self.encoder.state_dict())
-            predictor.fit(dm.datasets["train"].window_scenes(), target=expert.quantity, seed=self.seed)
+            predictor.fit(dm.splits["train"].window_scenes(), target=expert.quantity, seed=self.seed)
 
     # ---- steps -------------------------------------------------------------------------------------
 
