@@ -135,7 +135,7 @@ def cloud_free_s2(bigearthnet_patches: Path, tmp_path_factory: pytest.TempPathFa
     patch = sorted((bigearthnet_patches / "BigEarthNet-S2-Example").iterdir())[0]
     store = tmp_path_factory.mktemp("ben") / "s2.zarr"
     ingest_geotiff(
-        patch, store, "s2", "sentinel2_l2a", units="reflectance", scale_factor=1e-4, nodata=0,
+        patch, store, "s2", "sentinel2_l2a", units="reflectance", scale_factor=1e-4, add_offset=0.0, nodata=0,
         band_pattern=r"_(B\d[\dA])\.tif$", date_pattern=r"_(\d{8})T", progress=False,
     )  # fmt: skip
     return store

@@ -61,7 +61,7 @@ class FeatureWriter(BasePredictionWriter):
         n = len(arrays["features"])
         keep = arrays["index"] >= 0 if "index" in arrays else torch.ones(n, dtype=torch.bool)
         buffer = io.BytesIO()
-        np.savez(buffer, **{k: v[keep].numpy() for k, v in arrays.items()})
+        np.savez(buffer, **{k: v[keep].numpy() for k, v in arrays.items()})  # type: ignore[arg-type]
         atomic_write_bytes(buffer.getvalue(), path)
         self.written.append(path)
         print(f"spectravlm: wrote the features of {int(keep.sum())} windows to {path}", flush=True)

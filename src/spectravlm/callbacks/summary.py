@@ -55,7 +55,7 @@ class RunSummary(L.Callback):
         """Collect and print the summary (rank zero prints; every rank computes, cheaply)."""
         log_dir = trainer.log_dir  # every rank: with several ranks this is a broadcast
         lines = ["spectravlm run summary"]
-        dm = getattr(trainer, "datamodule", None)
+        dm: Any = getattr(trainer, "datamodule", None)
         datasets = getattr(dm, "datasets", None) or {}
         if datasets:
             train = datasets["train"]
@@ -96,7 +96,7 @@ class RunSummary(L.Callback):
             lines.append(f"  encoder: {encoder!r}".split("; statistics")[0] + ")")
             lines.append(f"  normalisation statistics: {sources}")
         lines.append(f"  logs: {log_dir}")
-        ckpt = trainer.checkpoint_callback
+        ckpt: Any = trainer.checkpoint_callback
         if ckpt is not None and getattr(ckpt, "dirpath", None):
             lines.append(f"  checkpoints: {ckpt.dirpath}")
         export = next((c for c in trainer.callbacks if type(c).__name__ == "ExportEncoder"), None)  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
 USAGE = """usage: spectravlm {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]
        spectravlm export CHECKPOINT DIR
        spectravlm ask STORE QUESTION --model DIR [--bbox ...] [--dates START/END] [--json]
-       spectravlm data {demo,info,stats,ingest} ...
+       spectravlm data {demo,info,verify,stats,ingest} ...
 
 Run `spectravlm fit -h` or `spectravlm data -h` for details."""
 

@@ -63,7 +63,7 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
             """
 
         def instantiate_trainer(self, **kwargs: Any) -> Any:
-            trainer = super().instantiate_trainer(**kwargs)
+            trainer: Any = super().instantiate_trainer(**kwargs)
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             if not any(isinstance(c, RunSummary) for c in trainer.callbacks):
