@@ -178,7 +178,9 @@ def main() -> None:
         work = Path(tmp)
         for name, store in stores(work).items():
             if name in args.stores.split(","):
-                results["datasets"][name] = run(name, store, work, args.steps, args.lr, args.variants.split(","))
+                results["datasets"][name] = run(
+                    name, store, work, args.steps, args.lr, args.variants.split(",")
+                )
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

@@ -66,7 +66,9 @@ def test_generation_reports_value_weights_and_winner(gated: SpectraVLM, scenes: 
         with torch.no_grad():
             gated.gate.net.bias.zero_()  # type: ignore[union-attr]
             gated.gate.net.bias[names.index(winner)] = 30.0  # type: ignore[union-attr]
-        out = gated.generate(scenes, ["<image> Biomass?", "<image> Clouds?"], max_new_tokens=2, regions=region)
+        out = gated.generate(
+            scenes, ["<image> Biomass?", "<image> Clouds?"], max_new_tokens=2, regions=region
+        )
         for row in range(2):
             assert len(out.sources[row]) == len(out.numbers[row]) == 2
             first = out.sources[row][0]
@@ -81,7 +83,9 @@ def test_generation_reports_value_weights_and_winner(gated: SpectraVLM, scenes: 
     assert out.sources[0][0].weights["sar_dates"] == 0.0
 
 
-def test_number_loss_is_on_the_mixed_value_and_trains_the_gate(gated: SpectraVLM, scenes: SensorStack) -> None:
+def test_number_loss_is_on_the_mixed_value_and_trains_the_gate(
+    gated: SpectraVLM, scenes: SensorStack
+) -> None:
     with torch.no_grad():
         gated.gate.net.bias.zero_()  # type: ignore[union-attr]
     inputs = gated.inputs(["<image> How many dates?", "<image> Biomass?"], targets=["12 dates", "120.5 t/ha"])
@@ -101,7 +105,9 @@ def test_gated_model_saves_and_loads_with_identical_answers(
 ) -> None:
     regressor = LinearDenseRegressor(
         {"dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8, "descriptor_dim": 32}
-    ).fit([SensorStack(series=scenes.series, targets={"agb": scenes["s2"].values[:, 0, 6].float() / 50})], "agb")
+    ).fit(
+        [SensorStack(series=scenes.series, targets={"agb": scenes["s2"].values[:, 0, 6].float() / 50})], "agb"
+    )
     head = ExpertConfig("agb_mean", "head", "agb", "t/ha", reduce="mean", source="test")
     model = make_vlm(
         llm_dirs["gpt2"],
@@ -121,7 +127,9 @@ def test_gated_model_saves_and_loads_with_identical_answers(
     loaded = SpectraVLM.from_pretrained(tmp_path / "model")
     after = loaded.generate(scenes, prompts, max_new_tokens=3, regions=region)
     assert after.texts == before.texts and after.numbers == before.numbers
-    assert [[s.source for s in row] for row in after.sources] == [[s.source for s in row] for row in before.sources]
+    assert [[s.source for s in row] for row in after.sources] == [
+        [s.source for s in row] for row in before.sources
+    ]
     assert after.sources[0][0].weights == before.sources[0][0].weights
 
 

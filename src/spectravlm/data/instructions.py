@@ -267,7 +267,9 @@ class QADataModule(L.LightningDataModule):
         self.prompt_template = prompt_template
         self.targets = list(targets)
         self.limit = limit
-        self.splits: dict[str, QADataset] = {}  # not "datasets": that name means CubeDatasets to the callbacks
+        self.splits: dict[
+            str, QADataset
+        ] = {}  # not "datasets": that name means CubeDatasets to the callbacks
         self.processor: Callable[..., Any] | None = None
 
     def attach(

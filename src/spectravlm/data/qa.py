@@ -427,10 +427,17 @@ def _read_group(store: CubeStore, name: str, window: Window) -> _GroupWindow:
     rows, cols = window.slices()
     raw = g.read((slice(None), slice(None), rows, cols))
     cloud = g.read_cloud((slice(None), rows, cols))
+    mask = g.read_mask((slice(None), rows, cols))
     threshold = float(g.zgroup.attrs.get("cloud_threshold", DEFAULT_CLOUD_THRESHOLD))  # type: ignore[arg-type]
-    valid = np.stack(
-        [valid_pixels(raw[t], g.nodata, None if cloud is None else cloud[t], threshold) for t in range(len(raw))]
-    ) if len(raw) else np.zeros((0, *raw.shape[2:]), dtype=bool)  # fmt: skip
+    valid = np.zeros((len(raw), *raw.shape[2:]), dtype=bool)
+    for t in range(len(raw)):  # the loader's rule: nodata, non-finite, cloud probability, quality mask
+        valid[t] = valid_pixels(
+            raw[t],
+            g.nodata,
+            None if cloud is None else cloud[t],
+            threshold,
+            None if mask is None else mask[t],
+        )
     values = raw.astype(np.float64) * g.scale_factor + g.add_offset
     units = g.units.strip().lower()
     if g.sensor.kind == "sar" and units.startswith("linear"):

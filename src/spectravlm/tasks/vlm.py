@@ -37,9 +37,10 @@ From the command line::
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -89,7 +90,9 @@ class VLMTask(BaseTask):
         scene_statistics: Add the scene-statistic experts for the encoder's sensor kinds.
         gate_hidden_size: Width of the gate's hidden layer (0: linear).
         balance_weight: Weight of the gate's load-balancing term.
-        route_weight: Weight of the gate's routing term (each source's own error, gate-weighted).
+        route_weight: Weight of the gate's routing term (each source's own error, gate-weighted; it sharpens the
+            weights onto the sources that are right alone: measured in ``benchmarks/RESULTS.md``, vlm training).
+        gate_stated: What a generated number states: the top source's value (``top1``) or the ``mixture``.
         stage1_steps: Optimiser steps of stage 1 (0: start in stage 2).
         freeze_encoder: Keep the encoder fixed (in eval mode).
         gradient_checkpointing: Recompute activations in backward (encoder, Q-Former, LLM).
@@ -135,7 +138,8 @@ class VLMTask(BaseTask):
         scene_statistics: bool = True,
         gate_hidden_size: int = 0,
         balance_weight: float = 0.0,
-        route_weight: float = 0.0,
+        route_weight: float = 1.0,
+        gate_stated: Literal["top1", "mixture"] = "top1",
         stage1_steps: int = 0,
         freeze_encoder: bool = True,
         gradient_checkpointing: bool = False,
@@ -174,12 +178,16 @@ class VLMTask(BaseTask):
         gate = None
         predictors: dict[str, nn.Module] = {}
         if hp.gate and numeric.mode == "xval":
-            chosen = [copy.deepcopy(e) for e in hp.experts or []]
+            chosen = [
+                ExpertConfig.from_dict(e) if isinstance(e, Mapping) else copy.deepcopy(e) for e in hp.experts or []
+            ]
             if hp.scene_statistics:
                 kinds = {_kind(s) for s in encoder.config.sensors}
                 chosen += default_experts(optical="optical" in kinds, sar="sar" in kinds)
             predictors = {e.name: self._predictor(e, encoder) for e in chosen if e.kind == "head"}
-            gate = GateConfig(tuple(chosen), hp.gate_hidden_size, hp.balance_weight, hp.route_weight)
+            gate = GateConfig(
+                tuple(chosen), hp.gate_hidden_size, hp.balance_weight, hp.route_weight, hp.gate_stated
+            )
         elif hp.experts:
             raise ModelConfigError("experts need the number gate: set gate: true and numeric.mode: xval")
         config = SpectraVLMConfig(
@@ -429,11 +437,12 @@ class VLMTask(BaseTask):
             self.model.save_pretrained(out, overwrite=bool(self.hparams.overwrite_output))
 
     def _frozen_llm_keys(self) -> list[str]:
+        """State-dict keys of the LLM's own frozen weights and buffers (tied weights included; LoRA not)."""
         prefix = "model.llm."
         return [
-            n
-            for n, p in self.named_parameters()
-            if n.startswith(prefix) and not p.requires_grad and "lora_" not in n
+            k
+            for k, v in self.state_dict(keep_vars=True).items()
+            if k.startswith(prefix) and "lora_" not in k and not (isinstance(v, nn.Parameter) and v.requires_grad)
         ]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -193,6 +193,9 @@ class GateConfig:
         balance_weight: Weight of the load-balancing term beside the number loss (0: off).
         route_weight: Weight of the routing term (the gate-weighted error of each source's own value; it
             rewards weight on the sources that are right alone, so that the mixture sharpens; 0: off).
+        stated: The value a generated number states: ``top1``, the value of the source with the largest
+            weight (a count stays a whole number), or ``mixture``, the gated mixture (what the number loss
+            trains). Training losses always use the mixture.
 
     """
 
@@ -200,8 +203,11 @@ class GateConfig:
     hidden_size: int = 0
     balance_weight: float = 0.0
     route_weight: float = 0.0
+    stated: Literal["top1", "mixture"] = "top1"
 
     def __post_init__(self) -> None:
+        if self.stated not in ("top1", "mixture"):
+            raise ModelConfigError(f"gate.stated must be 'top1' or 'mixture'; got {self.stated!r}")
         self.experts = tuple(ExpertConfig.from_dict(e) if isinstance(e, dict) else e for e in self.experts)
         names = [e.name for e in self.experts]
         twice = sorted({n for n in names if names.count(n) > 1})

@@ -7,7 +7,8 @@ number token that follows) and gives a weight to each source; the stated value i
 
     value = sum_k w_k * v_k,     w = softmax(gate(hidden)) over the sources available for the row
 
-with ``v_lm`` the number head's value at that position and ``v_k`` an expert's value for the prompt's scene
+(or, when generating with ``stated="top1"``, the value of the source with the largest weight), with ``v_lm``
+the number head's value at that position and ``v_k`` an expert's value for the prompt's scene
 (the same at every position of the row). A source that cannot state a value for a row (no scene, its sensor
 missing, no observation in the region) gets weight 0. Everything is float32 whatever the LLM's dtype, as the
 number head is. The gate is trained end to end by the number loss on the mixed value (in the number modules'
@@ -112,6 +113,7 @@ class NumberGate(nn.Module):
         head: NumberHeadOutput,
         expert_values: Tensor,
         available: Tensor,
+        top1: bool = False,
     ) -> GatedNumbers:
         """Mix the sources at every position.
 
@@ -120,9 +122,11 @@ class NumberGate(nn.Module):
             head: The number head's output at those positions (``[b, l]``).
             expert_values: ``[b, E]`` each expert's value for the row's scene (0 where not available).
             available: ``[b, E]`` bool: the expert states a value for the row.
+            top1: State the value of the source with the largest weight instead of the mixture (the weights
+                are the same; used when generating).
 
         """
-        b, length = head.values.shape
+        length = head.values.shape[1]
         logits = self.logits(hidden_states)  # (b, l, S)
         mask = torch.cat([torch.ones_like(available[:, :1]), available.bool()], dim=1)  # (b, S)
         logits = logits.masked_fill(~mask[:, None, :], -torch.inf)
@@ -130,6 +134,8 @@ class NumberGate(nn.Module):
         experts = repeat(expert_values.float(), "b e -> b l e", l=length)
         values = torch.cat([head.values.float()[..., None], experts], dim=-1)  # (b, l, S)
         mixed = (weights * values).sum(-1)
+        if top1:
+            mixed = values.gather(-1, weights.argmax(-1, keepdim=True))[..., 0]
         return GatedNumbers(
             scaled=scale_values(mixed, self.scaling, self.scale),
             values=mixed,

@@ -255,7 +255,7 @@ def generate(
         is_number = torch.isin(next_ids, num_ids) & unfinished
         next_values = torch.zeros_like(next_ids, dtype=torch.float32)
         if xval:
-            read = model.number_values(hidden, scene)
+            read = model.number_values(hidden, scene, stating=True)
             next_values = torch.where(is_number, read.values[:, 0], 0.0)
             if isinstance(read, GatedNumbers):
                 for row in is_number.nonzero().flatten().tolist():

@@ -465,7 +465,9 @@ class SpectraVLM(nn.Module):
             kwargs[self._cache_kwarg] = cache
         return self.llm(**kwargs)
 
-    def number_values(self, hidden_states: Tensor, scenes: SceneEmbeddings | None) -> NumberHeadOutput:
+    def number_values(
+        self, hidden_states: Tensor, scenes: SceneEmbeddings | None, stating: bool = False
+    ) -> NumberHeadOutput:
         """The value a number token after each position would carry: the one place numbers are read.
 
         Without a gate, the number head's value. With a gate (:mod:`spectravlm.vlm.gate`), the gated mixture
@@ -475,6 +477,8 @@ class SpectraVLM(nn.Module):
         Args:
             hidden_states: ``[b, l, d]`` the LLM's last hidden states.
             scenes: The scenes of the batch (``scenes.rows`` maps them to prompt rows).
+            stating: The values are stated (generation): with ``gate.stated="top1"`` each is the value of the
+                source with the largest weight, not the mixture.
 
         Returns:
             Float32 scaled and raw values ``[b, l]`` (a :class:`GatedNumbers` with weights and sources when
@@ -487,7 +491,8 @@ class SpectraVLM(nn.Module):
         if self.gate is None:
             return head
         values, available = self.row_expert_values(scenes, hidden_states.shape[0], hidden_states.device)
-        return self.gate(hidden_states, head, values, available)
+        top1 = stating and self.config.gate is not None and self.config.gate.stated == "top1"
+        return self.gate(hidden_states, head, values, available, top1=top1)
 
     def evaluate_experts(self, scenes: SceneEmbeddings) -> tuple[Tensor, Tensor]:
         """``[s, E]`` values and availability of every expert for every scene (computed once, then kept)."""
