@@ -36,9 +36,9 @@ From the command line::
 
 from __future__ import annotations
 
-import copy
+import json
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -159,6 +159,10 @@ class VLMTask(BaseTask):
                 f"stage1_steps ({stage1_steps}) must be >= 0 and max_new_tokens ({max_new_tokens}) >= 1"
             )
         betas = (float(betas[0]), float(betas[1]))
+        # the configs are kept as plain dicts in the hyperparameters, so that a checkpoint loads with
+        # torch.load(weights_only=True) (Lightning's default) and compares by value with another run's
+        bridge, numeric, lora = _plain(bridge), _plain(numeric), _plain(lora)
+        experts = None if experts is None else [_plain(e) for e in experts]
         self.stage = 0
         self.report: dict[str, Any] = {}
         super().__init__()
@@ -174,13 +178,11 @@ class VLMTask(BaseTask):
             self.encoder_loaded = True
         else:
             encoder = build_encoder(hp.encoder, hp.patch_size)
-        numeric = copy.deepcopy(hp.numeric) or NumericConfig()
+        numeric = _config(NumericConfig, hp.numeric) or NumericConfig()
         gate = None
         predictors: dict[str, nn.Module] = {}
         if hp.gate and numeric.mode == "xval":
-            chosen = [
-                ExpertConfig.from_dict(e) if isinstance(e, Mapping) else copy.deepcopy(e) for e in hp.experts or []
-            ]
+            chosen = [ExpertConfig.from_dict(e) for e in hp.experts or []]
             if hp.scene_statistics:
                 kinds = {_kind(s) for s in encoder.config.sensors}
                 chosen += default_experts(optical="optical" in kinds, sar="sar" in kinds)
@@ -194,9 +196,9 @@ class VLMTask(BaseTask):
             encoder=encoder.config,
             llm=LLMConfig(
                 name_or_path=hp.llm, tokenizer=hp.tokenizer, dtype=hp.llm_dtype,
-                attn_implementation=hp.attn_implementation, lora=copy.deepcopy(hp.lora),
+                attn_implementation=hp.attn_implementation, lora=_config(LoraSettings, hp.lora),
             ),
-            bridge=copy.deepcopy(hp.bridge) or QFormerBridgeConfig(),
+            bridge=_config(QFormerBridgeConfig, hp.bridge) or QFormerBridgeConfig(),
             numeric=numeric,
             freeze_encoder=hp.freeze_encoder,
             gradient_checkpointing=hp.gradient_checkpointing,
@@ -469,6 +471,24 @@ class VLMTask(BaseTask):
         for key in self._frozen_llm_keys():
             if key not in state:
                 state[key] = own[key]
+
+
+def _plain(config: Any) -> Any:
+    """A config dataclass as a plain dict (lists for tuples); a dict or ``None`` as it is."""
+    if config is None or isinstance(config, Mapping):
+        return None if config is None else dict(config)
+    return json.loads(json.dumps(asdict(config)))
+
+
+def _config(cls: Any, value: Mapping[str, Any] | None) -> Any:
+    """Rebuild config dataclass ``cls`` from its plain dict (unknown keys are an error)."""
+    if value is None:
+        return None
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ModelConfigError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
+    return cls(**dict(value))
 
 
 def _kind(sensor: str) -> str:
