@@ -136,17 +136,16 @@ def link_data_to_model(config: Any) -> None:
     module, _, name = str(model["class_path"]).rpartition(".")
     params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
     data = config["data"]
-    if data is not None and data.get("class_path") is not None:  # subclass mode: only a CubeDataModule links
-        if not str(data["class_path"]).endswith("CubeDataModule"):
-            return
-        data = data["init_args"]
+    if data is not None and data.get("class_path") is not None:  # subclass mode (QADataModule: seed only)
+        data = data.get("init_args") or {}
+    needs = {"bands": ("stores", "groups"), "window_size": ("window_size",), "seed": ("seed",)}
     values = {
         "bands": lambda: store_bands(data["stores"], data["groups"]),
         "window_size": lambda: data["window_size"],
         "seed": lambda: data["seed"],
     }
     for key in LINKED:
-        if key in params:
+        if key in params and all(k in data for k in needs[key]):
             config[f"model.init_args.{key}"] = values[key]()
 
 

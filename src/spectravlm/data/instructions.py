@@ -258,7 +258,7 @@ class QADataModule(L.LightningDataModule):
         limit: int | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["prompt_template"])  # the task's (loggers merge the two hparams)
         self.qa = os.fspath(qa)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -267,9 +267,8 @@ class QADataModule(L.LightningDataModule):
         self.prompt_template = prompt_template
         self.targets = list(targets)
         self.limit = limit
-        self.splits: dict[
-            str, QADataset
-        ] = {}  # not "datasets": that name means CubeDatasets to the callbacks
+        # not "datasets": that name means CubeDatasets to the callbacks
+        self.splits: dict[str, QADataset] = {}
         self.processor: Callable[..., Any] | None = None
 
     def attach(
