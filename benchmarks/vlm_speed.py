@@ -12,7 +12,8 @@ The same tiny Llama-family LLM (``spectravlm.vlm.tiny``, pretrained here on the 
   vlm_step     ``VLMTask`` in stage 2 (LoRA, number modules, gate), scenes read beforehand: encoder (trained),
                Q-Former, the LLM with the scene's query tokens in the prompt, the number gate over the experts
                (the AGB head and the scene statistics evaluated on each scene), forward, backward, AdamW;
-  vlm_fit      ``Trainer.fit`` of the same task (Lightning loop, reading every scene from the store, tokenizing).
+  vlm_fit      ``Trainer.fit`` of the same task (Lightning loop, reading every scene from the store,
+               tokenizing).
 
 Per-step times are medians over timed steps after warm-up steps. Ratios: vlm_step / lm_step (what the scene,
 the bridge and the gate add to the language step), vlm_fit / hf_trainer (the two complete loops).
@@ -79,7 +80,9 @@ def collate(rows: list[dict[str, list[int]]], pad: int) -> dict[str, torch.Tenso
     n = max(len(r["input_ids"]) for r in rows)
     return {
         "input_ids": torch.tensor([r["input_ids"] + [pad] * (n - len(r["input_ids"])) for r in rows]),
-        "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (n - len(r["input_ids"])) for r in rows]),
+        "attention_mask": torch.tensor(
+            [[1] * len(r["input_ids"]) + [0] * (n - len(r["input_ids"])) for r in rows]
+        ),
         "labels": torch.tensor([r["labels"] + [-100] * (n - len(r["labels"])) for r in rows]),
     }
 
@@ -94,7 +97,9 @@ def lora_llm(llm: Path) -> Any:
     return get_peft_model(model, config)
 
 
-def measure_lm(llm: Path, batches: list[dict[str, torch.Tensor]], warmup: int, steps: int, lr: float) -> float:
+def measure_lm(
+    llm: Path, batches: list[dict[str, torch.Tensor]], warmup: int, steps: int, lr: float
+) -> float:
     model = lora_llm(llm).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
 
@@ -106,8 +111,10 @@ def measure_lm(llm: Path, batches: list[dict[str, torch.Tensor]], warmup: int, s
     return _timed(step, batches, warmup, steps)
 
 
-def measure_hf_trainer(llm: Path, rows: list[dict[str, list[int]]], pad: int, steps: int, lr: float, work: Path) -> float:
-    """Seconds per step of ``transformers.Trainer`` (a run of 2 + ``steps`` steps minus a run of 2, over ``steps``)."""
+def measure_hf_trainer(
+    llm: Path, rows: list[dict[str, list[int]]], pad: int, steps: int, lr: float, work: Path
+) -> float:
+    """Seconds per step of ``transformers.Trainer``: (run of 2 + ``steps`` steps - run of 2) / ``steps``."""
     from transformers import Trainer, TrainingArguments
 
     runtimes = []
@@ -189,7 +196,9 @@ def main() -> None:
         store = work / "demo.zarr"
         write_demo_store(store, size=128, seed=0)
         qa = work / "qa.jsonl"
-        generate_qa([store], qa, window_size=32, per_window=16, block_size=64, split_fractions=(0.5, 0.25, 0.25))
+        generate_qa(
+            [store], qa, window_size=32, per_window=16, block_size=64, split_fractions=(0.5, 0.25, 0.25)
+        )
         records = [r for r in read_qa(qa) if r.split == "train"]
         texts = [render(r) for r in records]
         llm = work / "llm"
@@ -201,10 +210,13 @@ def main() -> None:
         hf = measure_hf_trainer(llm, rows, pad, args.steps, args.lr, work)
         vlm, fit = measure_vlm(llm, qa, args.warmup, args.steps, args.lr)
     results = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{args.threads} thread(s)",
         "batch": BATCH, "timed_steps": args.steps, "train_records": len(records),
-        "ms_per_step": {"lm_step": 1e3 * lm, "hf_trainer": 1e3 * hf, "vlm_step": 1e3 * vlm, "vlm_fit": 1e3 * fit},
-        "ratios": {"vlm_step / lm_step": vlm / lm, "vlm_fit / hf_trainer": fit / hf, "hf_trainer / lm_step": hf / lm},
+        "ms_per_step": {"lm_step": 1e3 * lm, "hf_trainer": 1e3 * hf, "vlm_step": 1e3 * vlm,
+                        "vlm_fit": 1e3 * fit},
+        "ratios": {"vlm_step / lm_step": vlm / lm, "vlm_fit / hf_trainer": fit / hf,
+                   "hf_trainer / lm_step": hf / lm},
     }  # fmt: skip
     text = json.dumps(results, indent=2)
     print(text)

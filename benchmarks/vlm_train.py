@@ -1,4 +1,4 @@
-"""Training SpectraVLM with numbers from the regression heads: AGB answer error of five ways to state a number.
+"""Training SpectraVLM with numbers from regression heads: AGB answer error of five ways to state a number.
 
 On held-out windows (the test blocks of the same spatial-block split as regression) of two stores, the
 SYNTHETIC demo store (256 px, seed 0) and the real BioMassters chip 0060c0a5 (256 px, ``../shared/data``),
@@ -133,7 +133,8 @@ def run(name: str, store: Path, work: Path, steps: int, lr: float, variants: lis
     t0 = time.perf_counter()
     facts = build_tiny_llm(llm, texts, hidden_size=64, steps=400, seed=0)
     result: dict[str, Any] = {
-        "store": str(store), "records": {s: sum(r.split == s for r in records) for s in ("train", "val", "test")},
+        "store": str(store),
+        "records": {s: sum(r.split == s for r in records) for s in ("train", "val", "test")},
         "eval_questions": sum(r.split == "test" for r in read_qa(eval_qa)), "llm": facts,
         "llm_seconds": time.perf_counter() - t0, "variants": {},
     }  # fmt: skip

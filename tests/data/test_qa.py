@@ -53,8 +53,12 @@ def test_agb_answers_equal_the_store_to_float32(qa_file: Path, demo_store: Path)
         elif r.type == "agb_max":
             truth = values.max()
         elif r.type == "agb_percentile":
-            truth = np.percentile(values, float(q.split("th percentile")[0].split()[-1]) if "th percentile" in q
-                                  else float(q.split("do ")[1].split("%")[0]))  # fmt: skip
+            p = (
+                q.split("th percentile")[0].split()[-1]
+                if "th percentile" in q
+                else q.split("do ")[1].split("%")[0]
+            )
+            truth = np.percentile(values, float(p))
         else:
             truth = 100.0 * (values > float(q.split(" t/ha")[0].split()[-1])).mean()
         assert r.answer["value"] == float(np.float32(truth)), (r.id, r.type)
@@ -120,7 +124,9 @@ def test_record_shape_errors_name_the_line(tmp_path: Path) -> None:
     good = {
         "id": "a", "store": "s.zarr", "type": "agb_mean", "window": {"row": 0, "col": 0, "size": 32},
         "dates": ["2021-01-01", "2021-12-31"], "groups": ["s2"],
-        "conversation": [{"role": "user", "content": "<image> AGB?"}, {"role": "assistant", "content": "1 t/ha."}],
+        "conversation": [
+            {"role": "user", "content": "<image> AGB?"}, {"role": "assistant", "content": "1 t/ha."}
+        ],
     }  # fmt: skip
     assert parse_record(good, "x").region == {"row": 0, "col": 0, "height": 32, "width": 32}
     for change, message in [
@@ -137,7 +143,7 @@ def test_record_shape_errors_name_the_line(tmp_path: Path) -> None:
     assert parse_record(good | {"answer": {"units": "Mg/ha", "value": 3.0}}, "x").answer["units"] == "Mg/ha"
     file = tmp_path / "bad.jsonl"
     file.write_text(json.dumps(good) + "\n{not json\n")
-    with pytest.raises(DataConfigError, match="bad.jsonl:2: not JSON"):
+    with pytest.raises(DataConfigError, match=r"bad\.jsonl:2: not JSON"):
         read_qa(file)
 
 
@@ -145,7 +151,9 @@ def test_a_window_outside_the_store_and_a_target_it_lacks(demo_store: Path, tmp_
     record = {
         "id": "a", "store": str(demo_store), "type": "agb_mean", "window": {"row": 120, "col": 0, "size": 32},
         "dates": ["2021-01-01", "2022-12-31"], "groups": ["s2", "s1"],
-        "conversation": [{"role": "user", "content": "<image> AGB?"}, {"role": "assistant", "content": "1 t/ha."}],
+        "conversation": [
+            {"role": "user", "content": "<image> AGB?"}, {"role": "assistant", "content": "1 t/ha."}
+        ],
     }  # fmt: skip
     file = tmp_path / "outside.jsonl"
     file.write_text(json.dumps(record) + "\n")
@@ -160,7 +168,7 @@ def test_a_window_outside_the_store_and_a_target_it_lacks(demo_store: Path, tmp_
         json.dumps(record | {"store": str(no_target), "window": {"row": 0, "col": 0, "size": 32}}) + "\n"
     )
     with pytest.raises(
-        DataConfigError, match="asks about target 'agb', which .* lacks; its targets: \\(none\\)"
+        DataConfigError, match=r"asks about target 'agb', which .* lacks; its targets: \(none\)"
     ):
         QADataModule(str(file)).setup()
     out = tmp_path / "qa.jsonl"
@@ -243,8 +251,10 @@ def test_multi_turn_conversations_train_on_the_last_answer() -> None:
             "id": "m", "store": "s", "type": "custom", "window": {"row": 0, "col": 0, "size": 8},
             "dates": ["2021-01-01", "2021-01-02"], "groups": ["s2"],
             "conversation": [
-                {"role": "user", "content": "<image> Is there forest?"}, {"role": "assistant", "content": "Yes."},
-                {"role": "user", "content": "How much biomass?"}, {"role": "assistant", "content": "120.5 t/ha."},
+                {"role": "user", "content": "<image> Is there forest?"},
+                {"role": "assistant", "content": "Yes."},
+                {"role": "user", "content": "How much biomass?"},
+                {"role": "assistant", "content": "120.5 t/ha."},
             ],
         },
         "x",

@@ -1,4 +1,4 @@
-"""VLMTask: a seeded short CPU run on the demo store, the gate's routing, stages, saving, checkpoints, bad input.
+"""VLMTask: a seeded short CPU run on the demo store, the gate's routing, stages, saving, bad input.
 
 One module fixture trains once (a tiny LLM pretrained on the QA text, then the VLM for a few hundred steps on
 one thread); the tests read what it measured.
@@ -332,5 +332,7 @@ def test_fit_refuses_an_expert_in_other_units_in_one_line(
     ]  # fmt: skip
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("spectravlm: error: expert 'agb_mean' states values in '%', but agb_mean questions")
+    assert err[-1].startswith(
+        "spectravlm: error: expert 'agb_mean' states values in '%', but agb_mean questions"
+    )
     assert not (tmp_path / "model").exists() and not (tmp_path / "run" / "checkpoints").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -166,7 +167,7 @@ def test_head_expert_reduces_over_the_region(fitted: tuple[LinearDenseRegressor,
 
 
 class _Scalar(nn.Module):
-    init_args: dict[str, object] = {}
+    init_args: ClassVar[dict[str, object]] = {}
 
     def forward(self, stack: SensorStack) -> torch.Tensor:
         return stack["s1"].values.float().mean((1, 2, 3, 4))[:, None]

@@ -1,4 +1,4 @@
-"""The number gate: weights over available sources, the mixed value, its losses, generation with sources, saving."""
+"""The number gate: weights over the sources, the mixed value, its losses, generation with sources, saving."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_gated_model_saves_and_loads_with_identical_answers(
 
 
 def test_gate_configs_that_cannot_work(llm_dirs: dict[str, Path]) -> None:
-    with pytest.raises(ModelConfigError, match="only numeric.mode 'xval' has"):
+    with pytest.raises(ModelConfigError, match=r"only numeric\.mode 'xval' has"):
         make_vlm(llm_dirs["llama"], numeric="digits", gate=GateConfig(experts=tuple(default_experts())))
     twice = default_experts()[:1] * 2
     with pytest.raises(ModelConfigError, match="must be unique"):

@@ -92,8 +92,9 @@ def make_vlm(
 def emit_numbers(model: SpectraVLM, value: float = 152.3) -> None:
     """Rig a GPT-2-family tiny model to emit ``' <|num|>'`` at every step, its number head stating ``value``.
 
-    GPT-2's final norm outputs one constant vector ``e`` (weight 0, bias ``e``), the number token's output row is
-    a multiple of ``e`` above every other logit, and the number head's last layer is the constant ``value``.
+    GPT-2's final norm outputs one constant vector ``e`` (weight 0, bias ``e``), the number token's output row
+    is a multiple of ``e`` above every other logit, and the number head's last layer is the constant
+    ``value``.
     The gate (if any) then reads the same hidden state at every position.
     """
     from spectravlm.numeric import scale_values

@@ -106,7 +106,8 @@ def qa_main(argv: Sequence[str]) -> int:
         num_heads=args.heads, steps=args.steps, seed=args.seed, overwrite=args.overwrite,
     )  # fmt: skip
     print(
-        f"wrote {args.out}: a {int(facts['parameters']):,} parameter causal LM and its tokenizer; pretraining "
+        f"wrote {args.out}: a {int(facts['parameters']):,} parameter causal LM and its tokenizer; "
+        f"pretraining "
         f"loss {facts['first_loss']:.3f} -> {facts['last_loss']:.3f} over {args.steps} steps on "
         f"{len(texts)} texts"
     )

@@ -139,7 +139,8 @@ class QADataset(Dataset[QASample]):
         records: The records.
         root: Folder that relative store paths are relative to (the JSONL's).
         template: The prompt template.
-        targets: Target layers to read with each scene (for expert fitting and maps); every store must have them.
+        targets: Target layers to read with each scene (for expert fitting and maps); every store must have
+            them.
 
     """
 
@@ -217,6 +218,7 @@ class QACollate:
         self.processor = processor
 
     def __call__(self, samples: Sequence[QASample]) -> QABatch:
+        """One batch of the samples (tokenized when a processor is given)."""
         prompts = [s.prompt for s in samples]
         targets = [s.target for s in samples]
         inputs = None if self.processor is None else self.processor(prompts, targets)
@@ -277,8 +279,10 @@ class QADataModule(L.LightningDataModule):
         prompt_template: str | None = None,
         targets: Sequence[str] = (),
     ) -> None:
-        """Tokenize batches with ``processor`` (the model's), render prompts with ``prompt_template``, and read
-        ``targets`` with the scenes (those the task's experts are fit on)."""
+        """Tokenize with the model's ``processor`` and render prompts with its ``prompt_template``.
+
+        ``targets`` are read with the scenes (those the task's experts are fit on).
+        """
         self.processor = processor
         if targets:
             self.targets = sorted(set(self.targets) | set(targets))
@@ -288,7 +292,8 @@ class QADataModule(L.LightningDataModule):
         if prompt_template is not None:
             if self.prompt_template is not None and self.prompt_template != prompt_template:
                 raise DataConfigError(
-                    f"data prompt_template {self.prompt_template!r} differs from the model's {prompt_template!r}"
+                    f"data prompt_template {self.prompt_template!r} differs from the model's "
+                    f"{prompt_template!r}"
                 )
             self.prompt_template = prompt_template
             for ds in self.splits.values():
@@ -328,8 +333,9 @@ class QADataModule(L.LightningDataModule):
             raise DataConfigError(f"{self.qa} has no {split} record")
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
-            ds, batch_size=self.batch_size, shuffle=shuffle, generator=generator, num_workers=self.num_workers,
-            collate_fn=QACollate(self.processor), persistent_workers=self.num_workers > 0,
+            ds, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+            num_workers=self.num_workers, collate_fn=QACollate(self.processor),
+            persistent_workers=self.num_workers > 0,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader[QASample]:

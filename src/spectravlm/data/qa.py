@@ -11,8 +11,10 @@ states, its quantity and units are kept beside the text (``answer``), for metric
      "bbox": [500640.0, 6899520.0, 500800.0, 6899680.0],
      "dates": ["2021-09-01", "2022-08-31"], "groups": ["s2", "s1"],
      "conversation": [
-        {"role": "user", "content": "<image> What is the mean above-ground biomass in the north-west quarter of the scene?"},
-        {"role": "assistant", "content": "The mean above-ground biomass in the north-west quarter of the scene is 152.3 t/ha."}],
+        {"role": "user",
+         "content": "<image> What is the mean above-ground biomass in the north-west quarter of the scene?"},
+        {"role": "assistant",
+         "content": "The mean above-ground biomass in the north-west quarter of the scene is 152.3 t/ha."}],
      "answer": {"quantity": "agb", "units": "t/ha", "value": 152.3412, "text": "152.3"}}
 
 :func:`generate_qa` writes such records for every window of one or many stores, split into train/val/test by
@@ -95,7 +97,7 @@ QUESTION_TYPES: dict[str, QuestionType] = {
 """The question types of the generator (:data:`QUESTION_TYPES` keys are the record ``type`` field)."""
 
 AGB_UNITS = ("t/ha", "t ha-1", "Mg/ha", "Mg ha-1")
-"""Spellings of the AGB target's units in a store that AGB questions (in t/ha) accept: a tonne is a megagram."""
+"""Spellings of the AGB target's units that AGB questions (in t/ha) accept: a tonne is a megagram."""
 CLEAR_SHARE = 10.0
 """A date is clear in a region when under this percent of its pixels are not clear."""
 MIN_COVER = 0.5
@@ -285,7 +287,8 @@ def parse_record(doc: Any, where: str) -> QARecord:
         or not any(t["role"] == "user" for t in turns)
     ):
         raise DataConfigError(
-            f"{where}: conversation must be a list of {{role: user|assistant, content}} turns ending with the "
+            f"{where}: conversation must be a list of {{role: user|assistant, content}} turns ending "
+            f"with the "
             "assistant's answer"
         )
     if not isinstance(doc["groups"], list) or not doc["groups"]:
@@ -657,7 +660,8 @@ def generate_qa(
             if need == "target" and not has_target:
                 lacking = [p for p, s in zip(paths, opened, strict=True) if target not in s.targets]
                 raise DataConfigError(
-                    f"{t} questions need the target {target!r}, which {', '.join(lacking)} lack(s); their targets: "
+                    f"{t} questions need the target {target!r}, which {', '.join(lacking)} lack(s); "
+                    f"their targets: "
                     f"{', '.join(sorted({n for s in opened for n in s.targets})) or '(none)'}"
                 )
             if need in ("optical", "sar") and need not in kinds:

@@ -8,20 +8,20 @@ two training stages, the loss, the metrics and the saved model:
 
 * **Stage 1** (the first ``stage1_steps`` optimiser steps): the bridge and the rows of the added tokens train,
   the LLM is frozen; the loss is the LM loss on the answer tokens.
-* **Stage 2** (the rest): LoRA on the LLM (``lora``), the number modules (number embedding, number head) and the
-  gate (and trainable experts) train as well; the loss is the LM loss + ``numeric.number_loss_weight`` x the
-  number loss at the value tokens (on the gate's mixed value) + ``balance_weight`` x the gate's
-  load-balancing term.
+* **Stage 2** (the rest): LoRA on the LLM (``lora``), the number modules (number embedding, number head)
+  and the gate (and trainable experts) train as well; the loss is the LM loss
+  + ``numeric.number_loss_weight`` x the number loss at the value tokens (on the gate's mixed value)
+  + ``route_weight`` x the gate's routing term + ``balance_weight`` x its load-balancing term.
 * **Metrics** (validation and test): the loss, and answers generated greedily for every record: exact-answer
   rate, RMSE and MAE of the stated value per question type in the question's units, the gate's weights per
   type (:class:`~spectravlm.vlm.metrics.AnswerMetrics`); ``test`` prints the table.
 * **Experts** (``experts``): each a :class:`~spectravlm.vlm.experts.ExpertConfig`; a ``head`` expert's model
   comes from ``source``: a folder written by :func:`~spectravlm.vlm.experts.save_predictor`, a regression task
-  checkpoint (``.ckpt``), or ``fit``: a :class:`~spectravlm.vlm.experts.LinearDenseRegressor` fit in closed form
-  on the training windows' target named by the expert's quantity when the fit starts. ``scene_statistics``
-  adds the statistic experts of :func:`~spectravlm.vlm.experts.default_experts`. Experts' units are checked
-  against the units of the questions about their quantity in the data (``t/ha`` and ``Mg/ha`` agree, ``t/ha``
-  and ``%`` do not).
+  checkpoint (``.ckpt``), or ``fit``: a :class:`~spectravlm.vlm.experts.LinearDenseRegressor` fit in closed
+  form on the training windows' target named by the expert's quantity when the fit starts.
+  ``scene_statistics`` adds the statistic experts of :func:`~spectravlm.vlm.experts.default_experts`.
+  Experts' units are checked against the units of the questions about their quantity in the data (``t/ha``
+  and ``Mg/ha`` agree, ``t/ha`` and ``%`` do not).
 * **Output**: with ``output_dir``, the trained model is written there with ``save_pretrained`` when the fit
   ends (``spectravlm ask --model output_dir``). Checkpoints leave out the frozen LLM's weights, which load
   from the LLM's reference.
@@ -42,7 +42,6 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import torch
 from torch import Tensor, nn
 
 from spectravlm.data.instructions import DEFAULT_TEMPLATE, QABatch, QADataModule
@@ -90,8 +89,8 @@ class VLMTask(BaseTask):
         scene_statistics: Add the scene-statistic experts for the encoder's sensor kinds.
         gate_hidden_size: Width of the gate's hidden layer (0: linear).
         balance_weight: Weight of the gate's load-balancing term.
-        route_weight: Weight of the gate's routing term (each source's own error, gate-weighted; it sharpens the
-            weights onto the sources that are right alone: measured in ``benchmarks/RESULTS.md``, vlm training).
+        route_weight: Weight of the gate's routing term (each source's own error, gate-weighted; it sharpens
+            the weights onto the sources that are right alone).
         gate_stated: What a generated number states: the top source's value (``top1``) or the ``mixture``.
         stage1_steps: Optimiser steps of stage 1 (0: start in stage 2).
         freeze_encoder: Keep the encoder fixed (in eval mode).
@@ -170,8 +169,8 @@ class VLMTask(BaseTask):
     # ---- model -------------------------------------------------------------------------------------
 
     def configure_models(self) -> None:
-        """The encoder (pretrained or new), the LLM by reference, the bridge, the number modules and the gate."""
-        hp = self.hparams
+        """The encoder (pretrained or new), the LLM by reference, the bridge, the number modules, the gate."""
+        hp: Any = self.hparams
         path = Path(hp.encoder)
         if path.exists():
             encoder = load_encoder(path)
@@ -227,6 +226,11 @@ class VLMTask(BaseTask):
         )
 
     @property
+    def _hp(self) -> Any:
+        """The hyperparameters, read as attributes."""
+        return self.hparams
+
+    @property
     def encoder(self) -> SpectralEncoder:
         """The VLM's encoder."""
         return self.model.encoder
@@ -246,7 +250,7 @@ class VLMTask(BaseTask):
         for part in (model.number_embedding, model.number_head, model.gate):
             if part is not None:
                 params += list(part.parameters())
-        for expert in model.experts:
+        for expert in model.experts_by_name.values():
             if expert.config.trainable:
                 params += list(expert.parameters())
         return params
@@ -259,7 +263,7 @@ class VLMTask(BaseTask):
         self.stage = stage
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The base groups over every parameter that trains in some stage (stage 2's are in from the start)."""
+        """The base groups over every parameter that trains in some stage (stage 2's from the start)."""
         before = self.stage
         self._set_stage(2)
         try:
@@ -269,7 +273,7 @@ class VLMTask(BaseTask):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Enter stage 2 after ``stage1_steps`` optimiser steps (also when resuming)."""
-        self._set_stage(1 if self.global_step < self.hparams.stage1_steps else 2)
+        self._set_stage(1 if self.global_step < self._hp.stage1_steps else 2)
 
     # ---- data --------------------------------------------------------------------------------------
 
@@ -294,8 +298,8 @@ class VLMTask(BaseTask):
             self.model.config.window_size = sizes.pop()
         self.check_units({r.type for r in records})
         if stage == "fit":
-            out = self.hparams.output_dir
-            if out is not None and Path(out).exists() and not self.hparams.overwrite_output:
+            out = self._hp.output_dir
+            if out is not None and Path(out).exists() and not self._hp.overwrite_output:
                 raise OutputExistsError(
                     f"output_dir {out} already exists; set overwrite_output: true to replace it"
                 )
@@ -309,7 +313,7 @@ class VLMTask(BaseTask):
             spec = QUESTION_TYPES.get(qtype)
             if spec is None:
                 continue
-            for expert in self.model.experts:
+            for expert in self.model.experts_by_name.values():
                 if expert.quantity == spec.quantity:
                     check_units(expert.name, expert.units, f"{qtype}", spec.units)
 
@@ -370,7 +374,7 @@ class VLMTask(BaseTask):
     def answer(self, batch: QABatch) -> Any:
         """Greedy answers to the batch's prompts (with each number's source)."""
         return self.model.generate(
-            batch.scenes, batch.prompts, regions=batch.regions, max_new_tokens=self.hparams.max_new_tokens
+            batch.scenes, batch.prompts, regions=batch.regions, max_new_tokens=self._hp.max_new_tokens
         )
 
     def _evaluate(self, batch: QABatch, metrics: AnswerMetrics, stage: str) -> None:
@@ -434,9 +438,9 @@ class VLMTask(BaseTask):
 
     def on_fit_end(self) -> None:
         """Write the trained model to ``output_dir`` (rank 0)."""
-        out = self.hparams.output_dir
+        out = self._hp.output_dir
         if out is not None and self.global_rank == 0:
-            self.model.save_pretrained(out, overwrite=bool(self.hparams.overwrite_output))
+            self.model.save_pretrained(out, overwrite=bool(self._hp.overwrite_output))
 
     def _frozen_llm_keys(self) -> list[str]:
         """State-dict keys of the LLM's own frozen weights and buffers (tied weights included; LoRA not)."""
@@ -444,7 +448,9 @@ class VLMTask(BaseTask):
         return [
             k
             for k, v in self.state_dict(keep_vars=True).items()
-            if k.startswith(prefix) and "lora_" not in k and not (isinstance(v, nn.Parameter) and v.requires_grad)
+            if k.startswith(prefix)
+            and "lora_" not in k
+            and not (isinstance(v, nn.Parameter) and v.requires_grad)
         ]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -457,7 +463,7 @@ class VLMTask(BaseTask):
             checkpoint["spectravlm"]["llm"] = asdict(self.model.config.llm)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Base checks; the left-out LLM weights come from the LLM loaded by reference (checked by fingerprint)."""
+        """Base checks; the left-out LLM weights come from the LLM loaded by reference (by fingerprint)."""
         super().on_load_checkpoint(checkpoint)
         saved = (checkpoint.get("spectravlm") or {}).get("llm") or {}
         fingerprint = saved.get("fingerprint")

@@ -72,14 +72,14 @@ def canonical_units(text: str) -> str:
     key = str(text).strip()
     if key in _UNIT_SPELLINGS:
         return _UNIT_SPELLINGS[key]
-    known = sorted(set(_UNIT_SPELLINGS.values()) - {"1"}) + ["1 (unitless)"]
+    known = [*sorted(set(_UNIT_SPELLINGS.values()) - {"1"}), "1 (unitless)"]
     raise UnknownUnitError(
         f"units {text!r} are not known; known: {', '.join(known)} (and their spellings, e.g. Mg/ha for t/ha)"
     )
 
 
 def same_units(a: str, b: str) -> bool:
-    """Whether two unit spellings name the same unit (``t/ha`` and ``Mg/ha`` do; ``t/ha`` and ``%`` do not)."""
+    """Whether two unit spellings name one unit (``t/ha`` and ``Mg/ha`` do; ``t/ha`` and ``%`` do not)."""
     return canonical_units(a) == canonical_units(b)
 
 
@@ -139,7 +139,8 @@ class ExpertConfig:
     def __post_init__(self) -> None:
         if not self.name or self.name == LM_SOURCE or not self.name.replace("_", "").isalnum():
             raise ModelConfigError(
-                f"expert name {self.name!r} must be letters, digits and '_' and not {LM_SOURCE!r} (the LLM's own)"
+                f"expert name {self.name!r} must be letters, digits and '_' and not {LM_SOURCE!r} "
+                "(the LLM's own)"
             )
         if self.kind not in ("statistic", "head"):
             raise ModelConfigError(
@@ -157,7 +158,8 @@ class ExpertConfig:
                 self.sensor_kind = spec.sensor_kind
             if spec.sensor_kind is not None and self.sensor_kind != spec.sensor_kind:
                 raise ModelConfigError(
-                    f"expert {self.name!r}: {self.statistic} reads {spec.sensor_kind} data, not {self.sensor_kind}"
+                    f"expert {self.name!r}: {self.statistic} reads {spec.sensor_kind} data, "
+                    f"not {self.sensor_kind}"
                 )
             if self.sensor_kind not in ("optical", "sar"):
                 raise ModelConfigError(
@@ -310,7 +312,7 @@ def backscatter_mean(series: SensorSeries, regions: Tensor, band: str | None = N
 
 
 def backscatter_change(series: SensorSeries, regions: Tensor, band: str | None = None) -> ExpertValues:
-    """Mean change in dB of ``band`` from the first to the last real date, over region pixels valid on both."""
+    """Mean change in dB of ``band`` from the first to the last real date, region pixels valid on both."""
     assert band is not None
     return _change(series, physical_values(series, [band])[:, :, 0], regions)
 
@@ -381,7 +383,7 @@ class StatisticExpert(RegionExpert):
 
 
 def predictor_spec(module: nn.Module) -> dict[str, Any]:
-    """``{"class_path", "init_args"}`` that rebuild ``module`` (its ``init_args`` or a LightningModule's hparams).
+    """``{"class_path", "init_args"}`` that rebuild ``module`` (its ``init_args`` or a task's hparams).
 
     Raises:
         ModelConfigError: A module that says neither how it was built nor has hyperparameters.
@@ -391,7 +393,7 @@ def predictor_spec(module: nn.Module) -> dict[str, Any]:
     path = f"{cls.__module__}.{cls.__qualname__}"
     args = getattr(module, "init_args", None)
     if args is None and hasattr(module, "hparams"):
-        args = dict(module.hparams)
+        args = dict(getattr(module, "hparams"))  # noqa: B009 (a Module attribute, typed as one)
     if not isinstance(args, Mapping):
         raise ModelConfigError(
             f"the expert predictor {path} cannot be saved: give it an init_args dict (its constructor "
@@ -477,7 +479,8 @@ class HeadExpert(RegionExpert):
             raise ModelConfigError(f"expert {self.name!r} has a dense predictor; set reduce='mean' or 'max'")
         if tuple(out.shape[-2:]) != tuple(region.shape[-2:]):
             raise ModelConfigError(
-                f"expert {self.name!r} predicted {tuple(out.shape[-2:])} px maps for {tuple(region.shape[-2:])} "
+                f"expert {self.name!r} predicted {tuple(out.shape[-2:])} px maps for "
+                f"{tuple(region.shape[-2:])} "
                 "px regions"
             )
         if self.config.reduce == "mean":
@@ -591,16 +594,20 @@ class LinearDenseRegressor(nn.Module):
     """A per-pixel linear regression on the encoder's location tokens and each pixel's own input summary.
 
     Each pixel's features are its patch location's token (``EncoderOutput.locations()``, repeated over the
-    patch's pixels) and :func:`pixel_features` over the encoder's sensors, standardised; one linear layer gives
-    the target in its units. It is the minimal dense regression head of the library, fit in closed form by
-    :meth:`fit` (``fitted`` says whether it was); the Mixer heads of ``spectravlm.heads`` are the full ones.
+    patch's pixels) and :func:`pixel_features` over the encoder's sensors, standardised; one linear layer
+    gives the target in its units. It is the minimal dense regression head of the library, fit in closed
+    form by :meth:`fit` (``fitted`` says whether it was); the Mixer heads of ``spectravlm.heads`` are the
+    full ones.
 
     Args:
-        encoder: The encoder's config (``SpectralEncoderConfig`` fields); its weights come with the state dict.
+        encoder: The encoder's config (``SpectralEncoderConfig`` fields); its weights come with the state
+            dict.
 
     """
 
     fitted: Tensor
+    feature_mean: Tensor
+    feature_std: Tensor
 
     def __init__(self, encoder: Mapping[str, Any]) -> None:
         super().__init__()
@@ -706,8 +713,10 @@ class LinearDenseRegressor(nn.Module):
 def default_experts(
     optical: bool = True, sar: bool = True, sar_bands: Sequence[str] = ("VV", "VH")
 ) -> list[ExpertConfig]:
-    """The scene-statistic experts for scenes with optical and/or SAR groups (the head experts are added
-    by whoever has the regression model)."""
+    """The scene-statistic experts for scenes with optical and/or SAR groups.
+
+    The head experts are added by whoever has the regression model.
+    """
     out: list[ExpertConfig] = []
     if optical:
         out += [

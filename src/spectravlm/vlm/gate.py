@@ -163,7 +163,7 @@ class NumberGate(nn.Module):
 
     @staticmethod
     def balance_loss(weights: Tensor) -> Tensor:
-        """Switch Transformers' load-balancing term over ``[k, S]`` weights of ``k`` value tokens (1 = even)."""
+        """Switch Transformers' load-balancing term over ``[k, S]`` weights of ``k`` value tokens."""
         if weights.numel() == 0:
             return weights.sum() * 0.0
         n = weights.shape[-1]

@@ -1,4 +1,4 @@
-"""Metrics of generated answers: exact answers, number errors per question type in the question's units, routing.
+"""Metrics of generated answers: exact answers, number errors per question type in its units, routing.
 
 * **Exact answer**: the generated text equals the reference answer once every number is written with the
   reference's decimals (the reference writes ``152.3``; a generated ``152.34121`` counts as ``152.3``), and
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 from torchmetrics import Metric
 
 from spectravlm.numeric.parsing import find_numbers
@@ -65,6 +66,14 @@ class AnswerMetrics(Metric):
     """
 
     full_state_update = False
+    count: Tensor
+    exact: Tensor
+    numbers: Tensor
+    missing: Tensor
+    squared: Tensor
+    absolute: Tensor
+    weights: Tensor
+    wins: Tensor
 
     def __init__(self, types: Sequence[str], sources: Sequence[str] = ()) -> None:
         super().__init__()
@@ -79,7 +88,7 @@ class AnswerMetrics(Metric):
     def _index(self, qtype: str) -> int:
         return self.types.index(qtype) if qtype in self.types else len(self.types) - 1
 
-    def update(  # type: ignore[override]
+    def update(
         self,
         types: Sequence[str],
         generated: Sequence[str],
@@ -124,8 +133,10 @@ class AnswerMetrics(Metric):
                 self.wins[i, self.sources.index(first.source)] += 1
 
     def compute(self) -> dict[str, Any]:
-        """Per type (and ``all``): ``count``, ``exact``, ``rmse``, ``mae``, ``missing``, and ``gate`` weights
-        and ``won`` shares per source (with a gate)."""
+        """Per type (and ``all``): ``count``, ``exact``, ``rmse``, ``mae``, ``missing``, ``gate``, ``won``.
+
+        ``gate`` are the mean weights and ``won`` the shares of numbers won, per source (with a gate).
+        """
         out: dict[str, Any] = {}
         for i, qtype in enumerate(self.types):
             n = float(self.count[i])

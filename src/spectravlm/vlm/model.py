@@ -692,7 +692,8 @@ def _regions(stacks: list[SensorStack], regions: Regions | None) -> list[Tensor]
         tuple(r.shape) != shape for r, shape in zip(given, shapes, strict=False)
     ):
         raise ModelConfigError(
-            f"regions {[tuple(r.shape) for r in given]} do not fit the scenes {shapes}: give one [scenes, H, W] "
+            f"regions {[tuple(r.shape) for r in given]} do not fit the scenes {shapes}: "
+            f"give one [scenes, H, W] "
             "mask per stack"
         )
     return [r.bool() for r in given]

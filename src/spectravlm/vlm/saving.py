@@ -170,7 +170,8 @@ def load_vlm(
         missing, unexpected = load_model(predictor, str(file), strict=False)
         if missing or unexpected:
             raise ModelConfigError(
-                f"{file} does not fit expert {name!r}: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+                f"{file} does not fit expert {name!r}: missing {sorted(missing)}, "
+                f"unexpected {sorted(unexpected)}"
             )
     if config.llm.lora is not None:
         peft: Any = _peft()

@@ -1,4 +1,4 @@
-"""A tiny causal LLM and its tokenizer, built and pretrained locally on a text corpus, for CPU demos and tests.
+"""A tiny causal LLM and its tokenizer, built and pretrained locally on a text corpus (CPU demos, tests).
 
 Hub LLMs cannot be downloaded everywhere (and a 0.5 B model trains slowly on a CPU). :func:`build_tiny_llm`
 makes a stand-in from scratch: a byte-level BPE tokenizer trained on the corpus (``tokenizers``), a small
@@ -28,8 +28,11 @@ PAD = "<|pad|>"
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int = 1000) -> Any:
-    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts`` (EOS doubles as BOS; a pad token of its
-    own, so that the language-model collator, which masks padding out of the labels, keeps EOS as a label)."""
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts``.
+
+    EOS doubles as BOS; a pad token of its own, so that the language-model collator, which masks padding out
+    of the labels, keeps EOS as a label.
+    """
     from transformers import PreTrainedTokenizerFast
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -115,7 +118,7 @@ def build_tiny_llm(
         )  # fmt: skip
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
-        ids = [tok(t)["input_ids"][:255] + [tok.eos_token_id] for t in texts]
+        ids = [[*tok(t)["input_ids"][:255], tok.eos_token_id] for t in texts]
         losses: list[float] = []
         if steps > 0:
             verbosity = hf_logging.get_verbosity()
