@@ -88,7 +88,8 @@ class RunSummary(L.Callback):
             f"  device: {device}{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, "
             f"{trainer.num_devices} device(s) x {trainer.num_nodes} node(s), precision {trainer.precision}, "
             f"torch threads {torch.get_num_threads()}, loader workers {getattr(dm, 'num_workers', '-')}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
         )
         encoder = getattr(pl_module, "encoder", None)
         if encoder is not None and hasattr(encoder, "config"):
