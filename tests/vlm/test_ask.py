@@ -56,6 +56,7 @@ def test_ask_json_has_text_numbers_window_and_dates(
         "col": 0,
         "size": 32,
         "bounds": [500000.0, 6899680.0, 500320.0, 6900000.0],
+        "region": [0, 0, 32, 32],  # the box's pixels: what the gate's experts read
     }
     assert doc["numbers"] == [pytest.approx(152.3)] * 3
     assert doc["text"] == "152.3 152.3 152.3"

@@ -74,6 +74,7 @@ def make_vlm(
     """
     torch.manual_seed(seed)
     encoder = spectral_encoder_test(patch_size=8)
+    experts = config.pop("experts", None)
     llm = config.pop("llm", None) or LLMConfig(name_or_path=str(llm_dir))
     cfg = SpectraVLMConfig(
         encoder=encoder.config,
@@ -85,4 +86,28 @@ def make_vlm(
     with warnings.catch_warnings():
         if quiet:
             warnings.filterwarnings("ignore", message="the LLM's tokenizer has no pad token")
-        return SpectraVLM(cfg, encoder=encoder)
+        return SpectraVLM(cfg, encoder=encoder, experts=experts)
+
+
+def emit_numbers(model: SpectraVLM, value: float = 152.3) -> None:
+    """Rig a GPT-2-family tiny model to emit ``' <|num|>'`` at every step, its number head stating ``value``.
+
+    GPT-2's final norm outputs one constant vector ``e`` (weight 0, bias ``e``), the number token's output row
+    is a multiple of ``e`` above every other logit, and the number head's last layer is the constant
+    ``value``.
+    The gate (if any) then reads the same hidden state at every position.
+    """
+    from spectravlm.numeric import scale_values
+
+    ln_f = model.base_llm.transformer.ln_f
+    assert model.number_head is not None
+    with torch.no_grad():
+        e = torch.randn(32, generator=torch.Generator().manual_seed(1))
+        ln_f.weight.zero_()
+        ln_f.bias.copy_(e)
+        row = model.tokenizer.num_token_ids[1] - model.config.base_vocab_size
+        model.vocab.output.weight[row] = (
+            100.0 * e / e.norm() ** 2 + model.base_llm.get_output_embeddings().weight.abs().max()
+        )
+        model.number_head.mlp[2].weight.zero_()
+        model.number_head.mlp[2].bias.fill_(float(scale_values(torch.tensor(value))))

@@ -8,15 +8,22 @@ r"""``spectravlm ask``: one question about a window of a cube store, answered by
 The same from Python: :func:`ask` (and :func:`read_scene` for the window alone).
 
 * ``--bbox minx,miny,maxx,maxy`` in the store's CRS (``--bbox-crs EPSG:4326`` for another CRS; for a
-  store without georeference, pixel columns and rows). The window read is the smallest square of whole
-  pixels that covers the box, moved inside the grid where it would cross its edge. Default: the whole
-  grid (when it is square).
-* ``--dates START/END`` (ISO dates, inclusive) keeps the acquisitions in that range; a sensor group
-  without any date in it is left out. Default: every date.
+  store without georeference, pixel columns and rows). The box's whole pixels are the *region* the question
+  is about (what the number gate's experts read). The window read is the window size the model was trained
+  on (``config.window_size``), centred on the box, or, for a model without one, the smallest square of whole
+  pixels that covers the box; either is moved inside the grid where it would cross its edge. Default: the
+  whole grid (when it is square and of the model's window size).
+* ``--dates START/END`` (ISO dates, inclusive) keeps the acquisitions in that range, cloudy ones included (as
+  in training, :func:`spectravlm.data.instructions.select_dates`); a range in which no sensor group has a
+  date is an error. Default: every date.
 * The window is read through the library's loader (:class:`~spectravlm.data.dataset.CubeDataset`),
   every group whose sensor the model's encoder takes (or ``--groups``).
-* The question gets the image placeholder in front unless it writes one itself.
-* ``--json`` prints ``{"text", "numbers", "window", "dates", "groups"}``; numbers are floats.
+* The question gets the image placeholder in front unless it writes one itself, and is put in the model's
+  prompt template (``config.prompt_template``, as in training).
+* Every number of the answer is printed with its source (models with a number gate): the value, the source
+  with the largest gate weight (``lm`` = the LLM's own number head, else an expert such as ``agb_mean``), its
+  units, and the weights.
+* ``--json`` prints ``{"text", "numbers", "sources", "window", "dates", "groups"}``; numbers are floats.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +54,7 @@ class SceneWindow:
         col: Left column.
         size: Edge in pixels.
         bounds: ``(minx, miny, maxx, maxy)`` of the window in the store's CRS (pixel units without one).
+        region: ``(row, col, height, width)`` in store pixels of what the question is about (the box).
 
     """
 
@@ -54,6 +62,16 @@ class SceneWindow:
     col: int
     size: int
     bounds: tuple[float, float, float, float]
+    region: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def mask(self) -> Any:
+        """``[1, size, size]`` bool tensor, True on the region."""
+        import torch
+
+        out = torch.zeros(1, self.size, self.size, dtype=torch.bool)
+        r, c, h, w = self.region
+        out[0, r - self.row : r - self.row + h, c - self.col : c - self.col + w] = True
+        return out
 
 
 @dataclass
@@ -64,7 +82,8 @@ class Answer:
         text: The model's answer, numbers written from their values.
         numbers: The numbers of the answer as floats.
         window: The window read.
-        dates: Per sensor group, the ISO dates given to the model.
+        dates: Per sensor group with dates in the range, the ISO dates given to the model.
+        sources: Per number, ``{"value", "source", "units", "weights"}`` (models with a number gate).
 
     """
 
@@ -72,6 +91,23 @@ class Answer:
     numbers: list[float]
     window: SceneWindow
     dates: dict[str, list[str]]
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """The answer, then one line per number: its value, source, units and the gate's weights."""
+        lines = [self.text]
+        for s in self.sources:
+            others = ", ".join(
+                f"{k} {w:.2f}"
+                for k, w in sorted(s["weights"].items(), key=lambda kv: -kv[1])
+                if k != s["source"] and w >= 0.005
+            )
+            units = f" {s['units']}" if s["units"] else ""
+            lines.append(
+                f"  {s['value']:.6g}{units} <- {s['source']} (weight {s['weights'][s['source']]:.2f})"
+                + (f"; others: {others}" if others else "")
+            )
+        return "\n".join(lines)
 
     def to_json(self) -> str:
         """The answer as one JSON object."""
@@ -105,7 +141,10 @@ def _parse_dates(text: str) -> tuple[np.datetime64, np.datetime64]:
 
 
 def _window(
-    grid: object, bbox: tuple[float, float, float, float] | None, bbox_crs: str | None
+    grid: object,
+    bbox: tuple[float, float, float, float] | None,
+    bbox_crs: str | None,
+    size: int | None = None,
 ) -> SceneWindow:
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
@@ -114,9 +153,10 @@ def _window(
     transform = grid.transform  # type: ignore[attr-defined]
     crs_wkt = grid.crs_wkt  # type: ignore[attr-defined]
     if bbox is None:
-        if height != width:
-            raise DataConfigError(f"the store's grid is {height}x{width} px, not square: give --bbox")
-        r0, c0, size = 0, 0, height
+        if height != width or (size is not None and size != height):
+            need = "" if size is None else f"; the model reads {size} px windows"
+            raise DataConfigError(f"the store's grid is {height}x{width} px{need}: give --bbox")
+        r0, c0, r1, c1 = 0, 0, height, width
     else:
         if bbox_crs is not None:
             if crs_wkt is None:
@@ -133,13 +173,20 @@ def _window(
         c0, c1 = max(math.floor(min(cols)), 0), min(math.ceil(max(cols)), width)
         if r1 <= r0 or c1 <= c0:
             raise DataConfigError(f"--bbox {bbox} lies outside the store's grid ({height}x{width} px)")
-        size = max(r1 - r0, c1 - c0)
-        if size > min(height, width):
-            raise DataConfigError(f"--bbox needs a {size} px window; the grid is {height}x{width} px")
-        r0, c0 = min(r0, height - size), min(c0, width - size)
-    x0, y0 = transform @ (c0, r0)
-    x1, y1 = transform @ (c0 + size, r0 + size)
-    return SceneWindow(r0, c0, size, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+    box = max(r1 - r0, c1 - c0)
+    if size is None:
+        size = box
+    elif box > size:
+        raise DataConfigError(f"--bbox covers {r1 - r0}x{c1 - c0} px; the model reads {size} px windows")
+    if size > min(height, width):
+        raise DataConfigError(f"--bbox needs a {size} px window; the grid is {height}x{width} px")
+    row = min(max((r0 + r1 - size) // 2, 0), height - size) if size != box else min(r0, height - size)
+    col = min(max((c0 + c1 - size) // 2, 0), width - size) if size != box else min(c0, width - size)
+    x0, y0 = transform @ (col, row)
+    x1, y1 = transform @ (col + size, row + size)
+    return SceneWindow(
+        row, col, size, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), (r0, c0, r1 - r0, c1 - c0)
+    )
 
 
 def read_scene(
@@ -149,6 +196,7 @@ def read_scene(
     dates: tuple[np.datetime64, np.datetime64] | None = None,
     groups: Sequence[str] | None = None,
     sensors: Sequence[str] | None = None,
+    window_size: int | None = None,
 ) -> tuple[SensorStack, SceneWindow]:
     """Read one window of a store as a batch of one scene (see the module docstring).
 
@@ -159,22 +207,24 @@ def read_scene(
         dates: ``(start, end)`` inclusive; ``None``: every date.
         groups: Sensor groups to read (default: those whose sensor is in ``sensors``, else all).
         sensors: Catalogue sensors the model takes.
+        window_size: The window edge the model reads (centred on the box); ``None``: the box's square.
 
     Raises:
-        DataConfigError: A box outside the grid, no date in range, no group the model takes.
+        DataConfigError: A box outside the grid or larger than the window, no date in range, no group the
+            model takes.
 
     """
     from spectravlm.data.dataset import CubeDataset
+    from spectravlm.data.instructions import select_dates
     from spectravlm.data.store import CubeStore
     from spectravlm.data.windows import Window
-    from spectravlm.stack import SensorStack
 
     opened = CubeStore.open(store)
     if groups is None:
         groups = [g for g, grp in opened.groups.items() if sensors is None or grp.sensor.name in sensors]
     if not groups:
         raise DataConfigError(f"{store} has no sensor group the model takes ({', '.join(sensors or [])})")
-    window = _window(opened.grid, bbox, bbox_crs)
+    window = _window(opened.grid, bbox, bbox_crs, window_size)
     ds = CubeDataset(
         [str(store)],
         groups=list(groups),
@@ -184,28 +234,14 @@ def read_scene(
         pool_slots=0,
     )
     stack = ds.read_batch([0])
-    series = {}
-    for name, s in stack.series.items():
-        days = s.times[0].numpy().astype("datetime64[D]")
-        keep = s.date_valid[0].numpy().copy()
-        if dates is not None:
-            keep &= (days >= dates[0]) & (days <= dates[1])
-        index = np.flatnonzero(keep)
-        if len(index):
-            valid = s.valid[:, index]
-            series[name] = replace(
-                s,
-                values=s.values[:, index],
-                times=s.times[:, index],
-                valid=valid,
-                all_valid=bool(valid.all()),
-            )
-    if not series:
+    start, end = dates if dates is not None else (np.datetime64("1970-01-02"), np.datetime64("9999-12-31"))
+    scene = select_dates(stack, start, end)
+    if not any(bool((s.times != 0).any()) for s in scene.series.values()):
         span = "" if dates is None else f" between {dates[0]} and {dates[1]}"
         raise DataConfigError(
             f"the window {window} of {store} has no observed date{span} in groups {list(groups)}"
         )
-    return SensorStack(series=series), window
+    return scene, window
 
 
 def ask(
@@ -223,25 +259,40 @@ def ask(
     seed: int | None = None,
     stop_strings: Sequence[str] | None = None,
 ) -> Answer:
-    """Ask ``model`` (a SpectraVLM or a saved one's folder) one question about a window of ``store``."""
+    """Ask ``model`` (a SpectraVLM or a saved one's folder) one question about a window of ``store``.
+
+    The answer carries, for every number, where it came from (:attr:`Answer.sources`).
+    """
     import torch
 
     from spectravlm.vlm.model import SpectraVLM
 
     vlm = model if isinstance(model, SpectraVLM) else SpectraVLM.from_pretrained(model)
     span = _parse_dates(dates) if isinstance(dates, str) else dates
-    scene, window = read_scene(store, bbox, bbox_crs, span, groups, vlm.encoder.config.sensors)
+    scene, window = read_scene(
+        store, bbox, bbox_crs, span, groups, vlm.encoder.config.sensors, vlm.config.window_size
+    )
     token = vlm.config.image_token
-    prompt = question if token in question else f"{token} {question}"
+    prompt = vlm.config.prompt_template.format(
+        question=question if token in question else f"{token} {question}"
+    )
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     out = vlm.generate(
         scene, [prompt], max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-        top_p=top_p, stop_strings=stop_strings, generator=generator,
+        top_p=top_p, stop_strings=stop_strings, generator=generator, regions=window.mask(),
     )  # fmt: skip
     used = {
-        g: [str(np.datetime64(int(d), "D")) for d in s.times[0].tolist()] for g, s in scene.series.items()
+        g: [str(np.datetime64(int(d), "D")) for d in s.times[0].tolist() if d != 0]
+        for g, s in scene.series.items()
+        if bool((s.times != 0).any())
     }
-    return Answer(text=out.texts[0].strip(), numbers=out.numbers[0], window=window, dates=used)
+    sources = [
+        {"value": n.value, "source": n.source, "units": n.units, "weights": n.weights}
+        for n in (out.sources[0] if out.sources else [])
+    ]
+    return Answer(
+        text=out.texts[0].strip(), numbers=out.numbers[0], window=window, dates=used, sources=sources
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -264,7 +315,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="seed of the sampling")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
-    p.add_argument("--json", action="store_true", help="print the answer and its numbers as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="print the answer, its numbers and their sources as JSON"
+    )
     return p
 
 
@@ -289,5 +342,5 @@ def ask_main(argv: Sequence[str]) -> int:
         seed=args.seed,
         stop_strings=args.stop,
     )
-    print(answer.to_json() if args.json else answer.text)
+    print(answer.to_json() if args.json else answer.describe())
     return 0

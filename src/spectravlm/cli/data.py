@@ -522,6 +522,10 @@ def _subparser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
 
 def data_main(argv: Sequence[str]) -> int:
     """Run ``spectravlm data ...``; returns the exit code."""
+    if argv and argv[0] in ("qa", "tiny-llm"):  # instruction data for the VLM: spectravlm.cli.qa
+        from spectravlm.cli.qa import qa_main
+
+        return qa_main(argv)
     parser = _data_parser()
     args = parser.parse_args(list(argv))
     try:

@@ -70,16 +70,49 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
                 trainer.callbacks.append(RunSummary())
             return trainer
 
+    import sys
+
+    import lightning as L
+
+    argv = list(sys.argv[1:] if args is None else args)
+    any_data = data_class_given(argv)
     return SpectraCLI(
         BaseTask,
-        CubeDataModule,
+        L.LightningDataModule if any_data else CubeDataModule,
         subclass_mode_model=True,
+        subclass_mode_data=any_data,
         args=None if args is None else list(args),
         run=run,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         load_from_checkpoint_support=False,  # a checkpoint never silently replaces the config's model
     )
+
+
+def data_class_given(argv: Sequence[str]) -> bool:
+    """Whether the arguments name the data module's class (``data.class_path`` in a config or flag).
+
+    Without one, ``data`` is :class:`~spectravlm.data.datamodule.CubeDataModule`'s arguments (the pretraining
+    and regression configs); with one, any ``LightningDataModule`` (``QADataModule`` for the VLM).
+    """
+    import yaml
+
+    configs: list[str] = []
+    for k, arg in enumerate(argv):
+        if arg.startswith(("--data.class_path", "--data=")):
+            return True
+        if arg in ("--config", "-c") and k + 1 < len(argv):
+            configs.append(argv[k + 1])
+        elif arg.startswith("--config="):
+            configs.append(arg.split("=", 1)[1])
+    for path in configs:
+        try:
+            doc = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue  # LightningCLI reports it
+        if isinstance(doc, dict) and isinstance(doc.get("data"), dict) and "class_path" in doc["data"]:
+            return True
+    return False
 
 
 LINKED = ("bands", "window_size", "seed")
@@ -103,13 +136,16 @@ def link_data_to_model(config: Any) -> None:
     module, _, name = str(model["class_path"]).rpartition(".")
     params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
     data = config["data"]
+    if data is not None and data.get("class_path") is not None:  # subclass mode (QADataModule: seed only)
+        data = data.get("init_args") or {}
+    needs = {"bands": ("stores", "groups"), "window_size": ("window_size",), "seed": ("seed",)}
     values = {
         "bands": lambda: store_bands(data["stores"], data["groups"]),
         "window_size": lambda: data["window_size"],
         "seed": lambda: data["seed"],
     }
     for key in LINKED:
-        if key in params:
+        if key in params and all(k in data for k in needs[key]):
             config[f"model.init_args.{key}"] = values[key]()
 
 

@@ -2,5 +2,6 @@
 
 from spectravlm.tasks.base import BaseTask
 from spectravlm.tasks.pretrain import PretrainTask
+from spectravlm.tasks.vlm import VLMTask
 
-__all__ = ["BaseTask", "PretrainTask"]
+__all__ = ["BaseTask", "PretrainTask", "VLMTask"]

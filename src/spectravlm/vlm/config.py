@@ -20,6 +20,7 @@ from spectravlm.errors import ModelConfigError
 from spectravlm.numeric.modules import Scaling
 from spectravlm.numeric.parsing import DEFAULT_MAX_DIGITS
 from spectravlm.numeric.tokenizer import MODES, NumericMode
+from spectravlm.vlm.experts import ExpertConfig
 
 LLMDtype = Literal["float32", "bfloat16", "float16", "auto"]
 BLIP2_ENCODER_WIDTH = 1408  # EVA-CLIP ViT-g/14, the vision tower of the public BLIP-2 checkpoints
@@ -183,6 +184,50 @@ class NumericConfig:
 
 
 @dataclass
+class GateConfig:
+    """The number gate (:mod:`spectravlm.vlm.gate`): its experts and how it is trained.
+
+    Attributes:
+        experts: The number experts beside the LLM's own number head, in order (names unique).
+        hidden_size: Width of the gate's hidden layer (0: a linear gate on the LLM's hidden state).
+        balance_weight: Weight of the load-balancing term beside the number loss (0: off).
+        route_weight: Weight of the routing term (the gate-weighted error of each source's own value; it
+            rewards weight on the sources that are right alone, so that the mixture sharpens; 0: off).
+        stated: The value a generated number states: ``top1``, the value of the source with the largest
+            weight (a count stays a whole number), or ``mixture``, the gated mixture (what the number loss
+            trains). Training losses always use the mixture.
+
+    """
+
+    experts: tuple[ExpertConfig, ...] = ()
+    hidden_size: int = 0
+    balance_weight: float = 0.0
+    route_weight: float = 0.0
+    stated: Literal["top1", "mixture"] = "top1"
+
+    def __post_init__(self) -> None:
+        if self.stated not in ("top1", "mixture"):
+            raise ModelConfigError(f"gate.stated must be 'top1' or 'mixture'; got {self.stated!r}")
+        self.experts = tuple(ExpertConfig.from_dict(e) if isinstance(e, dict) else e for e in self.experts)
+        names = [e.name for e in self.experts]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ModelConfigError(f"gate expert names must be unique; {twice} appear more than once")
+        if self.hidden_size < 0 or self.balance_weight < 0 or self.route_weight < 0:
+            raise ModelConfigError(
+                f"gate.hidden_size ({self.hidden_size}), balance_weight ({self.balance_weight}) and "
+                f"route_weight ({self.route_weight}) must be >= 0"
+            )
+
+    def expert(self, name: str) -> ExpertConfig:
+        """The config of expert ``name``."""
+        for e in self.experts:
+            if e.name == name:
+                return e
+        raise ModelConfigError(f"the gate has no expert {name!r}; it has {[e.name for e in self.experts]}")
+
+
+@dataclass
 class SpectraVLMConfig:
     """Everything that defines a :class:`~spectravlm.vlm.model.SpectraVLM`.
 
@@ -195,6 +240,11 @@ class SpectraVLMConfig:
         freeze_encoder: Keep the encoder fixed (and in eval mode), as BLIP-2 keeps its vision tower.
         gradient_checkpointing: Recompute activations in backward, in encoder, Q-Former and LLM.
         image_token: The placeholder a prompt writes where a scene goes.
+        gate: The number gate over the number head and experts (``None``: the number head alone).
+        prompt_template: How a question becomes the prompt (``{question}`` is replaced; the answer
+            follows the prompt), as the model was trained.
+        window_size: The window edge in pixels the model was trained on (``ask`` reads windows of this
+            size; ``None``: any).
         base_vocab_size: Derived: the tokenizer's vocabulary before spectravlm added tokens.
         added_tokens: Derived: the tokens spectravlm added (number tokens, then ``image_token``), in
             id order from ``base_vocab_size``; their embeddings are the model's own.
@@ -209,6 +259,9 @@ class SpectraVLMConfig:
     freeze_encoder: bool = True
     gradient_checkpointing: bool = False
     image_token: str = "<image>"
+    gate: GateConfig | None = None
+    prompt_template: str = "{question}"
+    window_size: int | None = None
     base_vocab_size: int = 0
     added_tokens: tuple[str, ...] = ()
 
@@ -221,6 +274,19 @@ class SpectraVLMConfig:
             self.bridge = _from_dict(QFormerBridgeConfig, self.bridge, "bridge")
         if isinstance(self.numeric, dict):
             self.numeric = _from_dict(NumericConfig, self.numeric, "numeric")
+        if isinstance(self.gate, dict):
+            self.gate = _from_dict(GateConfig, self.gate, "gate")
+        if self.gate is not None and self.numeric.mode != "xval":
+            raise ModelConfigError(
+                f"the number gate mixes values at number tokens, which only numeric.mode 'xval' has; got "
+                f"{self.numeric.mode!r} (drop the gate, or use xval)"
+            )
+        if "{question}" not in self.prompt_template:
+            raise ModelConfigError(
+                f"prompt_template must contain '{{question}}'; got {self.prompt_template!r}"
+            )
+        if self.window_size is not None and self.window_size < 1:
+            raise ModelConfigError(f"window_size must be >= 1 or None; got {self.window_size}")
         self.added_tokens = tuple(self.added_tokens)
         if not self.image_token or self.image_token.strip() != self.image_token:
             raise ModelConfigError(
@@ -237,6 +303,9 @@ class SpectraVLMConfig:
         numeric: NumericConfig | None = None,
         freeze_encoder: bool = True,
         gradient_checkpointing: bool = False,
+        gate: GateConfig | None = None,
+        prompt_template: str = "{question}",
+        window_size: int | None = None,
     ) -> SpectraVLMConfig:
         """A config from an encoder (folder or config) and an LLM (hub name, folder or config).
 
@@ -248,6 +317,9 @@ class SpectraVLMConfig:
             numeric: Number settings (default: ``xval``).
             freeze_encoder: Keep the encoder fixed.
             gradient_checkpointing: Recompute activations in backward.
+            gate: The number gate (default: none, the number head alone).
+            prompt_template: How a question becomes the prompt (``{question}`` is replaced).
+            window_size: The window edge the model is trained on.
 
         """
         from spectravlm.encoders.spectral import SpectralEncoder
@@ -266,6 +338,9 @@ class SpectraVLMConfig:
             encoder_path=path,
             freeze_encoder=freeze_encoder,
             gradient_checkpointing=gradient_checkpointing,
+            gate=gate,
+            prompt_template=prompt_template,
+            window_size=window_size,
         )
 
     def derive(self, llm_config: Any, base_vocab_size: int, added_tokens: tuple[str, ...]) -> None:

@@ -22,7 +22,7 @@ Axis legend: ``b`` prompts, ``l`` positions, ``v`` vocabulary.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -42,9 +42,30 @@ from transformers.generation.streamers import BaseStreamer
 
 from spectravlm.errors import ModelConfigError
 from spectravlm.numeric.tokenizer import NumericTokenizer
+from spectravlm.vlm.gate import GatedNumbers
 
 if TYPE_CHECKING:
-    from spectravlm.vlm.model import SceneEmbeddings, Scenes, SpectraVLM
+    from spectravlm.vlm.model import Regions, SceneEmbeddings, Scenes, SpectraVLM
+
+
+@dataclass
+class NumberSource:
+    """Where one generated number came from (models with a number gate).
+
+    Attributes:
+        value: The value stated (the gated mixture).
+        source: The source with the largest weight (``lm`` = the LLM's own number head, else an expert).
+        weights: Each source's weight (0 for sources not available to the scene).
+        values: Each available source's own value.
+        units: The winning expert's units (``""`` for ``lm``, which states no units).
+
+    """
+
+    value: float
+    source: str
+    weights: dict[str, float]
+    values: dict[str, float]
+    units: str = ""
 
 
 @dataclass
@@ -60,6 +81,8 @@ class VLMGeneration:
         number_mask: ``[b, l + t]`` True at number tokens carrying a value.
         prompt_length: ``l``: where the new tokens start.
         scenes: The scene embeddings the answers were generated from.
+        sources: For every number of :attr:`numbers`, where it came from (models with a number gate;
+            empty lists otherwise).
 
     """
 
@@ -70,6 +93,7 @@ class VLMGeneration:
     number_mask: Tensor
     prompt_length: int
     scenes: SceneEmbeddings | None = None
+    sources: list[list[NumberSource]] = field(default_factory=list)
 
 
 class _StreamDecoder:
@@ -163,6 +187,7 @@ def generate(
     streamer: BaseStreamer | None = None,
     logits_processor: LogitsProcessorList | None = None,
     generator: torch.Generator | None = None,
+    regions: Regions | None = None,
 ) -> VLMGeneration:
     """Answer prompts about scenes: greedy or sampled decoding with a KV cache.
 
@@ -181,6 +206,8 @@ def generate(
             numbers from their values, any other streamer shows the number token.
         logits_processor: Extra processors applied after the built-in ones.
         generator: Random generator for sampling (reproducible draws), on the model's device.
+        regions: ``[s, H, W]`` the pixels of each scene its prompt asks about (the number gate's experts read
+            them); default: every pixel.
 
     Returns:
         :class:`VLMGeneration`.
@@ -191,7 +218,7 @@ def generate(
     device = model.bridge.query_tokens.device
     inputs = model.processor(prompts, device=device)
     embeds, scene = model.embed_inputs(
-        scenes, inputs.input_ids, inputs.attention_mask, inputs.numbers, inputs.number_mask
+        scenes, inputs.input_ids, inputs.attention_mask, inputs.numbers, inputs.number_mask, regions
     )
     processors = _processors(
         model, do_sample, temperature, top_k, top_p, repetition_penalty, logits_processor
@@ -209,6 +236,8 @@ def generate(
     values, number_mask = inputs.numbers, inputs.number_mask
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=device)
+    sources: list[list[NumberSource]] = [[] for _ in range(ids.shape[0])]
+    units = {e.name: e.units for e in model.experts_by_name.values()}
     if streamer is not None:
         if hasattr(streamer, "put_values"):
             streamer.put_values(values.cpu())
@@ -226,8 +255,11 @@ def generate(
         is_number = torch.isin(next_ids, num_ids) & unfinished
         next_values = torch.zeros_like(next_ids, dtype=torch.float32)
         if xval:
-            read = model.number_values(hidden, scene).values[:, 0]
-            next_values = torch.where(is_number, read, 0.0)
+            read = model.number_values(hidden, scene, stating=True)
+            next_values = torch.where(is_number, read.values[:, 0], 0.0)
+            if isinstance(read, GatedNumbers):
+                for row in is_number.nonzero().flatten().tolist():
+                    sources[row].append(_source(read, row, units))
         ids = torch.cat([ids, next_ids[:, None]], dim=1)
         values = torch.cat([values, next_values[:, None]], dim=1)
         number_mask = torch.cat([number_mask, is_number[:, None]], dim=1)
@@ -258,7 +290,21 @@ def generate(
             numbers.append(new_values[number_mask[row, start:]].tolist())
         else:
             numbers.append(model.tokenizer.numbers_in(text))
-    return VLMGeneration(texts, numbers, ids, values, number_mask, start, scene)
+    return VLMGeneration(texts, numbers, ids, values, number_mask, start, scene, sources)
+
+
+def _source(read: GatedNumbers, row: int, units: dict[str, str]) -> NumberSource:
+    """The :class:`NumberSource` of row ``row`` at the last position of a gate output."""
+    weights = read.weights[row, -1].tolist()
+    values = read.source_values[row, -1].tolist()
+    winner = read.sources[int(read.weights[row, -1].argmax())]
+    return NumberSource(
+        value=float(read.values[row, -1]),
+        source=winner,
+        weights=dict(zip(read.sources, weights, strict=True)),
+        values={k: v for k, v, w in zip(read.sources, values, weights, strict=True) if w > 0 or k == "lm"},
+        units=units.get(winner, ""),
+    )
 
 
 def _cache(out: Any) -> Any:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,8 @@ from spectravlm.numeric.tokenizer import NumericTokenizer
 from spectravlm.stack import SensorStack
 from spectravlm.vlm.bridge import QFormerBridge
 from spectravlm.vlm.config import LLMConfig, SpectraVLMConfig
+from spectravlm.vlm.experts import RegionExpert, build_expert
+from spectravlm.vlm.gate import GatedNumbers, NumberGate
 from spectravlm.vlm.lora import apply_lora
 from spectravlm.vlm.processor import SpectraVLMProcessor, VLMInputs, added_tokens, prepare_tokenizer
 from spectravlm.vlm.vocab import AddedTokens
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from spectravlm.vlm.generation import VLMGeneration
 
 Scenes = SensorStack | Sequence[SensorStack]
+Regions = Tensor | Sequence[Tensor]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -73,6 +76,10 @@ class SceneEmbeddings:
         encoder: The encoder's output of each :class:`SensorStack` given, in order (scenes are their
             batch rows, concatenated).
         rows: ``[s]`` the prompt row each scene belongs to (``-1`` when encoded without prompts).
+        stacks: The scenes as given (what the number experts read).
+        regions: Per stack, ``[s_k, H, W]`` True on the pixels the question is about.
+        expert_values: ``[s, E]`` the experts' values for each scene (filled on first use by the gate).
+        expert_available: ``[s, E]`` where they are available.
 
     """
 
@@ -80,6 +87,10 @@ class SceneEmbeddings:
     queries: Tensor
     encoder: list[EncoderOutput]
     rows: Tensor
+    stacks: list[SensorStack] = field(default_factory=list)
+    regions: list[Tensor] = field(default_factory=list)
+    expert_values: Tensor | None = None
+    expert_available: Tensor | None = None
 
 
 @dataclass
@@ -96,6 +107,9 @@ class SpectraVLMOutput:
         lm_loss: Next-token cross-entropy over the labelled positions.
         number_loss: Scaled-value MSE at labelled number tokens (0 with a graph when there are none).
         scenes: The scene embeddings used (``None`` for text-only input).
+        balance_loss: The gate's load-balancing term over the labelled number tokens (with a gate).
+        route_loss: The gate's routing term over the labelled number tokens (with a gate).
+        gate: The gate's weights and sources at every position (with a gate).
 
     """
 
@@ -106,6 +120,9 @@ class SpectraVLMOutput:
     lm_loss: Tensor | None = None
     number_loss: Tensor | None = None
     scenes: SceneEmbeddings | None = None
+    balance_loss: Tensor | None = None
+    route_loss: Tensor | None = None
+    gate: GatedNumbers | None = None
 
 
 def load_llm(config: LLMConfig, path: str | None = None) -> nn.Module:
@@ -150,6 +167,8 @@ class SpectraVLM(nn.Module):
         tokenizer: The LLM's tokenizer or an already wrapped :class:`NumericTokenizer` (default:
             ``AutoTokenizer.from_pretrained`` of ``config.llm.tokenizer or config.llm.name_or_path``).
         initialise_bridge: Load ``config.bridge.init_from`` (False when weights follow from a save).
+        experts: The regression models of the gate's ``head`` experts, by expert name (default: rebuilt
+            from their config's predictor spec, with fresh weights; a saved model loads its own).
 
     The model is built in eval mode (as transformers' ``from_pretrained`` returns models); call
     ``train()`` to train. A frozen encoder, and a frozen LLM without LoRA, stay in eval mode.
@@ -175,6 +194,7 @@ class SpectraVLM(nn.Module):
         llm: nn.Module | None = None,
         tokenizer: Any = None,
         initialise_bridge: bool = True,
+        experts: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         if encoder is None:
@@ -224,6 +244,24 @@ class SpectraVLM(nn.Module):
         self.number_head = (
             NumberHead(config.llm.hidden_size, scaling=num.scaling, scale=num.scale) if xval else None
         )
+        self.gate: NumberGate | None = None
+        self.experts = nn.ModuleList()
+        if config.gate is not None:
+            given = dict(experts or {})
+            unknown = sorted(set(given) - {e.name for e in config.gate.experts})
+            if unknown:
+                raise ModelConfigError(
+                    f"predictors given for {unknown}, which are not experts of the gate "
+                    f"({[e.name for e in config.gate.experts]})"
+                )
+            self.experts.extend(build_expert(e, given.get(e.name)) for e in config.gate.experts)
+            self.gate = NumberGate(
+                config.llm.hidden_size,
+                [e.name for e in config.gate.experts],
+                config.gate.hidden_size,
+                num.scaling,
+                num.scale,
+            )
         self.register_buffer(
             "num_token_ids",
             torch.tensor(list(wrapped.num_token_ids) if xval else [], dtype=torch.long),
@@ -278,6 +316,7 @@ class SpectraVLM(nn.Module):
         instruction: Tensor | None = None,
         instruction_mask: Tensor | None = None,
         rows: Tensor | None = None,
+        regions: Regions | None = None,
     ) -> SceneEmbeddings:
         """Encode scenes and bridge them into image tokens.
 
@@ -287,24 +326,31 @@ class SpectraVLM(nn.Module):
             instruction: ``[s, l, d]`` prompt embeddings per scene (instruction-aware bridges).
             instruction_mask: ``[s, l]`` True at the prompt's text tokens.
             rows: ``[s]`` the prompt row of each scene (kept in the output).
+            regions: ``[s, H, W]`` True on the pixels each scene's question is about (one tensor per
+                stack when several are given); default: every pixel. Read by the gate's experts.
 
         Raises:
-            ModelConfigError: A sensor the encoder does not take; a scene without any valid token.
+            ModelConfigError: A sensor the encoder does not take; a scene without any valid token;
+                regions that do not fit the scenes.
 
         """
         stacks = [scenes] if isinstance(scenes, SensorStack) else list(scenes)
-        device = self.bridge.query_tokens.device
-        embeds, queries, outputs, offset = [], [], [], 0
         for k, stack in enumerate(stacks):
             if not isinstance(stack, SensorStack):
                 raise ModelConfigError(f"scenes[{k}] is a {type(stack).__name__}; expected a SensorStack")
+        masks = _regions(stacks, regions)
+        device = self.bridge.query_tokens.device
+        embeds, queries, outputs, moved, offset = [], [], [], [], 0
+        for stack in stacks:
             for group, series in stack.series.items():
                 if series.sensor not in self.encoder.config.sensors:
                     raise ModelConfigError(
                         f"scene group {group!r} is {series.sensor}, which this model's encoder does not "
                         f"take; it takes {', '.join(self.encoder.config.sensors)}"
                     )
-            out = self.encoder.forward_features(stack.to(device))
+            stack = stack.to(device)
+            moved.append(stack)
+            out = self.encoder.forward_features(stack)
             empty = (~out.mask.any(1)).nonzero().flatten().tolist()
             if empty:
                 raise ModelConfigError(
@@ -326,7 +372,9 @@ class SpectraVLM(nn.Module):
             offset += n
         if rows is None:
             rows = torch.full((offset,), -1, dtype=torch.long, device=device)
-        return SceneEmbeddings(torch.cat(embeds), torch.cat(queries), outputs, rows)
+        return SceneEmbeddings(
+            torch.cat(embeds), torch.cat(queries), outputs, rows, moved, [m.to(device) for m in masks]
+        )
 
     # ---- text -------------------------------------------------------------------------------------
 
@@ -348,10 +396,12 @@ class SpectraVLM(nn.Module):
         attention_mask: Tensor,
         numbers: Tensor | None = None,
         number_mask: Tensor | None = None,
+        regions: Regions | None = None,
     ) -> tuple[Tensor, SceneEmbeddings | None]:
         """Embeddings of prompts with the scenes in place of their placeholders.
 
-        Scene ``i`` fills the ``i``-th placeholder run, counting across the batch in order.
+        Scene ``i`` fills the ``i``-th placeholder run, counting across the batch in order; ``regions``
+        (see :meth:`embed_scenes`) say what part of each scene its question is about.
 
         Raises:
             ModelConfigError: Placeholders and scenes that do not pair up (naming the prompts).
@@ -387,7 +437,7 @@ class SpectraVLM(nn.Module):
         if self.config.bridge.instruction_aware:
             instruction = embeds[rows]
             instruction_mask = (attention_mask.bool() & ~image_mask)[rows]
-        scene = self.embed_scenes(scenes, instruction, instruction_mask, rows)
+        scene = self.embed_scenes(scenes, instruction, instruction_mask, rows, regions)
         filled = embeds.masked_scatter(image_mask.unsqueeze(-1), scene.embeds.to(embeds.dtype))
         return filled, scene
 
@@ -415,21 +465,70 @@ class SpectraVLM(nn.Module):
             kwargs[self._cache_kwarg] = cache
         return self.llm(**kwargs)
 
-    def number_values(self, hidden_states: Tensor, scenes: SceneEmbeddings | None) -> NumberHeadOutput:
+    def number_values(
+        self, hidden_states: Tensor, scenes: SceneEmbeddings | None, stating: bool = False
+    ) -> NumberHeadOutput:
         """The value a number token after each position would carry: the one place numbers are read.
+
+        Without a gate, the number head's value. With a gate (:mod:`spectravlm.vlm.gate`), the gated mixture
+        of the number head and the experts evaluated on each row's scene and region (a row with several
+        scenes uses its last; a row without any has the number head alone).
 
         Args:
             hidden_states: ``[b, l, d]`` the LLM's last hidden states.
-            scenes: The scenes of the batch (``scenes.rows`` maps them to prompt rows), for a number
-                path that reads values from the scenes (the number gate of issue 16).
+            scenes: The scenes of the batch (``scenes.rows`` maps them to prompt rows).
+            stating: The values are stated (generation): with ``gate.stated="top1"`` each is the value of the
+                source with the largest weight, not the mixture.
 
         Returns:
-            Float32 scaled and raw values ``[b, l]``.
+            Float32 scaled and raw values ``[b, l]`` (a :class:`GatedNumbers` with weights and sources when
+            the model has a gate).
 
         """
         if self.number_head is None:
             raise ModelConfigError(f"numeric mode {self.config.numeric.mode!r} has no number head")
-        return self.number_head(hidden_states)
+        head = self.number_head(hidden_states)
+        if self.gate is None:
+            return head
+        values, available = self.row_expert_values(scenes, hidden_states.shape[0], hidden_states.device)
+        top1 = stating and self.config.gate is not None and self.config.gate.stated == "top1"
+        return self.gate(hidden_states, head, values, available, top1=top1)
+
+    def evaluate_experts(self, scenes: SceneEmbeddings) -> tuple[Tensor, Tensor]:
+        """``[s, E]`` values and availability of every expert for every scene (computed once, then kept)."""
+        if scenes.expert_values is not None and scenes.expert_available is not None:
+            return scenes.expert_values, scenes.expert_available
+        device = self.bridge.query_tokens.device
+        values, available = [], []
+        for stack, region in zip(scenes.stacks, scenes.regions, strict=True):
+            outs = [expert(stack, region) for expert in self.experts]
+            values.append(torch.stack([o.values.to(device) for o in outs], dim=1))
+            available.append(torch.stack([o.available.to(device) for o in outs], dim=1))
+        scenes.expert_values, scenes.expert_available = torch.cat(values), torch.cat(available)
+        return scenes.expert_values, scenes.expert_available
+
+    def row_expert_values(
+        self, scenes: SceneEmbeddings | None, rows: int, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        """``[b, E]`` the experts' values for each prompt row's last scene, and where they are available."""
+        n = len(self.experts)
+        values = torch.zeros(rows, n, device=device)
+        available = torch.zeros(rows, n, dtype=torch.bool, device=device)
+        if scenes is None or n == 0 or not bool((scenes.rows >= 0).any()):
+            return values, available
+        per_scene, ok = self.evaluate_experts(scenes)
+        order = torch.arange(len(scenes.rows), device=device)
+        last = torch.full((rows,), -1, dtype=torch.long, device=device)
+        last = last.scatter_reduce(0, scenes.rows.clamp(min=0), order, reduce="amax")
+        has = last >= 0
+        values[has] = per_scene[last[has]]
+        available[has] = ok[last[has]]
+        return values, available
+
+    @property
+    def experts_by_name(self) -> dict[str, RegionExpert]:
+        """The gate's experts by name."""
+        return {e.name: e for e in self.experts}  # type: ignore[misc]
 
     def forward(
         self,
@@ -440,6 +539,7 @@ class SpectraVLM(nn.Module):
         number_mask: Tensor | None = None,
         labels: Tensor | None = None,
         logits_to_keep: int = 0,
+        regions: Regions | None = None,
     ) -> SpectraVLMOutput:
         """Run the model on prompts with scenes (see :class:`SpectraVLMOutput`).
 
@@ -452,11 +552,13 @@ class SpectraVLM(nn.Module):
             labels: ``[b, l]`` target ids, ``-100`` off the answer; logits are then kept only at the
                 positions before a label.
             logits_to_keep: Without labels: logits of the last ``k`` positions (0: all).
+            regions: ``[s, H, W]`` the pixels of each scene its question is about (the gate's experts
+                read them); default: every pixel.
 
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        embeds, scene = self.embed_inputs(scenes, input_ids, attention_mask, numbers, number_mask)
+        embeds, scene = self.embed_inputs(scenes, input_ids, attention_mask, numbers, number_mask, regions)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         keep: Tensor | None = None
         if labels is not None:
@@ -465,15 +567,24 @@ class SpectraVLM(nn.Module):
         out = self.llm_forward(embeds, attention_mask, position_ids, logits_to_keep if keep is None else keep)
         hidden = out.hidden_states[-1]
         values = None if self.number_head is None else self.number_values(hidden, scene)
+        gated = values if isinstance(values, GatedNumbers) else None
         if keep is None:
             kept = hidden if logits_to_keep == 0 else hidden[:, -logits_to_keep:]
             logits = self.vocab.logits(out.logits, kept)
-            return SpectraVLMOutput(logits, hidden, None if values is None else values.values, scenes=scene)
+            return SpectraVLMOutput(
+                logits, hidden, None if values is None else values.values, scenes=scene, gate=gated
+            )
         assert labels is not None
         logits = self.vocab.logits(out.logits, hidden[keep])
         lm_loss = F.cross_entropy(logits, labels[:, 1:][keep[:, :-1]])
         result = SpectraVLMOutput(
-            logits, hidden, None if values is None else values.values, lm_loss, lm_loss, scenes=scene
+            logits,
+            hidden,
+            None if values is None else values.values,
+            lm_loss,
+            lm_loss,
+            scenes=scene,
+            gate=gated,
         )
         if values is not None and numbers is not None and number_mask is not None:
             targets = keep[:, :-1] & number_mask[:, 1:].bool()
@@ -484,6 +595,16 @@ class SpectraVLM(nn.Module):
             number_loss = F.mse_loss(predicted, wanted) if predicted.numel() else values.scaled.sum() * 0.0
             result.number_loss = number_loss
             result.loss = lm_loss + self.config.numeric.number_loss_weight * number_loss
+            if gated is not None and self.config.gate is not None:
+                weights = gated.weights[:, :-1][targets]
+                result.balance_loss = NumberGate.balance_loss(weights)
+                sources = gated.source_values[:, :-1][
+                    targets
+                ].detach()  # the routing term trains the gate only
+                result.route_loss = NumberGate.route_loss(weights, self.gate.scaled(sources), wanted)  # type: ignore[union-attr]
+                gate = self.config.gate
+                result.loss = result.loss + gate.balance_weight * result.balance_loss
+                result.loss = result.loss + gate.route_weight * result.route_loss
         return result
 
     # ---- generation and saving (their own modules) ------------------------------------------------
@@ -502,6 +623,7 @@ class SpectraVLM(nn.Module):
         streamer: BaseStreamer | None = None,
         logits_processor: Any = None,
         generator: torch.Generator | None = None,
+        regions: Regions | None = None,
     ) -> VLMGeneration:
         """Answer prompts about scenes, batched (see :func:`spectravlm.vlm.generation.generate`)."""
         from spectravlm.vlm.generation import generate
@@ -510,6 +632,7 @@ class SpectraVLM(nn.Module):
             self,
             scenes,
             prompts,
+            regions=regions,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             temperature=temperature,
@@ -549,6 +672,31 @@ def _checkpointing(model: nn.Module) -> None:
         enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:  # pragma: no cover - older transformers
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
+
+
+def _regions(stacks: list[SensorStack], regions: Regions | None) -> list[Tensor]:
+    """One ``[s_k, H, W]`` bool region mask per stack (every pixel when ``regions`` is ``None``).
+
+    Raises:
+        ModelConfigError: Regions that do not match the stacks' scenes and window sizes.
+
+    """
+    shapes = []
+    for stack in stacks:
+        first = next(iter(stack.series.values()))
+        shapes.append((stack.batch_size, *first.values.shape[-2:]))
+    if regions is None:
+        return [torch.ones(shape, dtype=torch.bool) for shape in shapes]
+    given = [regions] if isinstance(regions, Tensor) else list(regions)
+    if len(given) != len(stacks) or any(
+        tuple(r.shape) != shape for r, shape in zip(given, shapes, strict=False)
+    ):
+        raise ModelConfigError(
+            f"regions {[tuple(r.shape) for r in given]} do not fit the scenes {shapes}: "
+            f"give one [scenes, H, W] "
+            "mask per stack"
+        )
+    return [r.bool() for r in given]
 
 
 def _count_scenes(scenes: Scenes) -> int:

@@ -8,7 +8,9 @@ A saved model is one folder, built aside and swapped into place (:class:`spectra
       spectravlm.json      SpectraVLMConfig: encoder, bridge, LLM reference, numeric settings, vocabulary
       encoder/             SpectralEncoder.save_pretrained (config.json, model.safetensors)
       bridge/              QFormerBridge (bridge_config.json, bridge.safetensors)
-      heads.safetensors    the added tokens' rows and the number modules
+      heads.safetensors    the added tokens' rows, the number modules and the number gate
+      experts/<name>.safetensors   the weights of each regression-head expert of the gate (their
+                           class_path and init_args are in spectravlm.json)
       tokenizer/           the wrapped tokenizer (number and placeholder tokens included)
       lora/                LoRA adapters (peft's save_pretrained), when llm.lora is set
       llm/                 the LLM's weights, only when they were trained (llm.freeze=False)
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from spectravlm.encoders.spectral import SpectralEncoder
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "spectravlm.json"
 HEADS_FILE = "heads.safetensors"
+EXPERTS_DIR = "experts"
 FORMAT_VERSION = 1
 
 
@@ -49,7 +52,16 @@ def _heads(model: SpectraVLM) -> dict[str, nn.Module]:
         parts["number_embedding"] = model.number_embedding
     if model.number_head is not None:
         parts["number_head"] = model.number_head
+    if model.gate is not None:
+        parts["gate"] = model.gate
     return parts
+
+
+def _head_experts(model: SpectraVLM) -> dict[str, nn.Module]:
+    """The predictors of the gate's regression-head experts, by expert name."""
+    from spectravlm.vlm.experts import HeadExpert
+
+    return {e.name: e.predictor for e in model.experts if isinstance(e, HeadExpert)}
 
 
 def save_vlm(model: SpectraVLM, path: str | Path, overwrite: bool = False) -> Path:
@@ -83,6 +95,11 @@ def save_vlm(model: SpectraVLM, path: str | Path, overwrite: bool = False) -> Pa
             for key, value in part.state_dict().items()
         }
         save_file(tensors, str(tmp / HEADS_FILE))
+        predictors = _head_experts(model)
+        if predictors:
+            (tmp / EXPERTS_DIR).mkdir()
+        for name, predictor in predictors.items():
+            save_model(predictor, str(tmp / EXPERTS_DIR / f"{name}.safetensors"))
         model.tokenizer.save_pretrained(tmp / "tokenizer")
         if config.llm.lora is not None:
             model.llm.save_pretrained(str(tmp / "lora"))  # type: ignore[operator]
@@ -146,6 +163,16 @@ def load_vlm(
     unknown = [k for k in state if k.split(".", 1)[0] not in _heads(model)]
     if unknown:
         raise ModelConfigError(f"{folder / HEADS_FILE} holds tensors this model has no place for: {unknown}")
+    for name, predictor in _head_experts(model).items():
+        file = folder / EXPERTS_DIR / f"{name}.safetensors"
+        if not file.is_file():
+            raise ModelConfigError(f"{folder} lacks the weights of expert {name!r} ({file})")
+        missing, unexpected = load_model(predictor, str(file), strict=False)
+        if missing or unexpected:
+            raise ModelConfigError(
+                f"{file} does not fit expert {name!r}: missing {sorted(missing)}, "
+                f"unexpected {sorted(unexpected)}"
+            )
     if config.llm.lora is not None:
         peft: Any = _peft()
         adapters = peft.utils.load_peft_weights(str(folder / "lora"), device="cpu")
