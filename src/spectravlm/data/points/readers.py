@@ -50,7 +50,8 @@ class PointColumns:
         date_format: ``strptime`` format of ``date`` (``None``: ISO 8601 / pandas' inference).
         x: column of the first coordinate (tables; with ``crs``); ``None``: a longitude column by name.
         y: column of the second coordinate.
-        crs: CRS of ``x``/``y`` (``EPSG:32633``, WKT); tables only (vector files carry theirs).
+        crs: CRS of ``x``/``y`` (``EPSG:32633``, WKT; ``"pixel"``: the pixel coordinates of a store without a
+            CRS, column + 0.5 and row + 0.5); tables only (vector files carry theirs).
         name: name of the values (the default layer name; default: ``value``).
 
     """
@@ -231,7 +232,7 @@ def _numbers(frame: Any, name: str | None, path: Path, what: str) -> np.ndarray:
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _table_xy(frame: Any, path: Path, columns: PointColumns) -> tuple[np.ndarray, np.ndarray, str]:
+def _table_xy(frame: Any, path: Path, columns: PointColumns) -> tuple[np.ndarray, np.ndarray, str | None]:
     from pyproj import CRS
 
     if columns.x is not None or columns.y is not None:
@@ -243,6 +244,8 @@ def _table_xy(frame: Any, path: Path, columns: PointColumns) -> tuple[np.ndarray
             )
         x = _numbers(frame, columns.x, path, "x coordinates")
         y = _numbers(frame, columns.y, path, "y coordinates")
+        if columns.crs == "pixel":
+            return x, y, None
         return x, y, str(CRS.from_user_input(columns.crs).to_wkt())
     lower = {str(c).lower(): c for c in frame.columns}
     lon = next((lower[n] for n in LON_NAMES if n in lower), None)
@@ -280,7 +283,7 @@ def _dates(frame: Any, name: str | None, fmt: str | None, path: Path) -> np.ndar
     else:
         text = col.astype("string")
         try:
-            parsed = pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
+            parsed = pd.to_datetime(text, format=fmt or "ISO8601", utc=True, errors="coerce")
         except (ValueError, TypeError) as err:
             raise IngestError(f"{path}: column {name!r}: dates that do not parse ({err})") from None
         bad = parsed.isna() & text.notna() & (text.str.strip() != "")
