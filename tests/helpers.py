@@ -176,3 +176,43 @@ class KillAt(L.Callback):
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+# CUDA's autocast runs these in bf16/fp16 too; the CPU's autocast leaves them in float32 (torch's
+# autocast op lists), so a CPU test under autocast alone would miss a precision bug on the GPU.
+_CUDA_ONLY_LOWER_PRECISION = {
+    torch.einsum, torch.mv, torch.addmv, torch.addr, torch.chain_matmul, torch.linalg.multi_dot,
+}  # fmt: skip
+
+
+class CudaAutocast(torch.overrides.TorchFunctionMode):
+    """CPU bf16 autocast plus CUDA's extra bf16 ops: catches GPU-only autocast bugs on a CPU.
+
+    Inside an enabled CPU autocast region, the ops that CUDA's autocast lowers and the CPU's does not
+    get their float32 tensor arguments cast to bfloat16, as they would on a GPU; anything that turns
+    autocast off (``torch.autocast(..., enabled=False)``) is left alone, as on a GPU.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _CUDA_ONLY_LOWER_PRECISION and torch.is_autocast_enabled("cpu"):
+
+            def low(x):
+                if isinstance(x, torch.Tensor) and x.dtype == torch.float32:
+                    return x.to(torch.bfloat16)
+                if isinstance(x, (list, tuple)):
+                    return type(x)(low(v) for v in x)
+                return x
+
+            args = tuple(low(a) for a in args)
+        return func(*args, **kwargs)
+
+
+def cuda_autocast():
+    """Enter CPU bf16 autocast with CUDA's op list (:class:`CudaAutocast`): ``with cuda_autocast(): ...``."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+    stack.enter_context(CudaAutocast())
+    return stack

@@ -125,7 +125,8 @@ class StatsAccumulator:
     Example:
         >>> acc = StatsAccumulator(("B04",), np.dtype("uint16"))
         >>> acc.add(np.array([[1, 2, 3, 4]], dtype="uint16"))
-        >>> acc.result()["B04"]["mean"]
+        >>> b04 = acc.result()["B04"]
+        >>> b04["mean"]
         2.5
 
     """
