@@ -304,6 +304,37 @@ class PointsDataModule(CubeDataModule):
             out[k] = layers[w.region][w.slices()].sum()
         return out
 
+    def target_units(self) -> str:
+        """The sparse layer's units (from the first store).
+
+        Raises:
+            DataConfigError: the layer declares no unit.
+
+        """
+        first = self.stores[0]
+        path = first if isinstance(first, str) else first[0]
+        units = str(CubeStore.open(path).targets[self.point_target].attrs.get("units", ""))
+        if not units:
+            raise DataConfigError(f"{path}: target layer {self.point_target!r} declares no units")
+        return units
+
+    def split_values(self, split: str) -> np.ndarray:
+        """The finite target values at the points of ``split``'s windows (each pixel once)."""
+        self.setup()
+        ds = self.datasets[split]
+        inner = ds.dataset if isinstance(ds, SparseTargetDataset) else ds
+        seen: dict[int, np.ndarray] = {}
+        taken: dict[int, np.ndarray] = {}
+        for w in inner.windows:
+            if w.region not in seen:
+                region = inner.regions[w.region]
+                path = region.paths[region.targets[self.point_target]]
+                seen[w.region] = np.asarray(CubeStore.open(path).targets[self.point_target][:], dtype=np.float64)
+                taken[w.region] = np.zeros(seen[w.region].shape, dtype=bool)
+            taken[w.region][w.slices()] = True
+        out = [v[taken[r] & np.isfinite(v)] for r, v in seen.items()]
+        return np.concatenate(out) if out else np.zeros(0)
+
     def transform(self, batch: SensorStack, train: bool) -> SensorStack:
         """The cube data module's steps, then the temporal match (with ``match_days``)."""
         out = super().transform(batch, train)
