@@ -1,4 +1,5 @@
-"""Points onto a store's grid: the real GEDI granule on a synthetic store over its footprints (pyproj checked),
+"""Points onto a store's grid: the real GEDI granule on a synthetic store over its footprints (pyproj
+checked),
 the inverse-variance combination, the time range, and nothing written on failure."""
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def test_gedi_on_a_store_over_its_footprints(gedi_granule, make_store, tmp_path)
 def test_time_range_and_margin(gedi_granule, make_store, tmp_path):
     store, _ = _gedi_store(make_store, tmp_path, dates=("2021-06-01", "2021-07-01"))
     table = read_gedi_l4a(gedi_granule)
-    with pytest.raises(IngestError, match=r"no point inside the store's grid and time range.*174 outside the time"):
+    with pytest.raises(
+        IngestError, match=r"no point inside the store's grid and time range.*174 outside the time"
+    ):
         attach_points(store, table)
     assert "agbd" not in CubeStore.open(store).targets
     report = attach_points(store, table, time_margin_days=500)
@@ -98,7 +101,9 @@ def test_combination_rule():
         np.array([7, 7, 3, 3, 3, 9]),
         np.array([100.0, 200.0, 10.0, 20.0, 30.0, 5.0]),
         np.array([10.0, 20.0, 1.0, np.nan, 1.0, np.nan]),
-        np.array(["2020-01-01", "2020-01-11", "2020-01-01", "NaT", "2020-01-03", "NaT"], dtype="datetime64[s]"),
+        np.array(
+            ["2020-01-01", "2020-01-11", "2020-01-01", "NaT", "2020-01-03", "NaT"], dtype="datetime64[s]"
+        ),
     )
     assert pixels.tolist() == [3, 7, 9] and count.tolist() == [3, 2, 1]
     # pixel 7: weights 1/100 and 1/400 -> (100*4 + 200) / 5 = 120, se = (1/100 + 1/400)^-1/2
@@ -131,11 +136,29 @@ def test_failures_write_nothing(gedi_granule, make_store, tmp_path, monkeypatch)
     attach_points(store, table)
     with pytest.raises(IngestError, match=r"target layer\(s\) agbd, agbd_se, agbd_count, agbd_date exist"):
         attach_points(store, table)
-    far = PointTable(x=[10.0], y=[50.0], crs_wkt=table.crs_wkt, value=[1.0], units="t/ha", se=[np.nan],
-                     date=np.array(["NaT"], dtype="datetime64[s]"), name="far")
-    with pytest.raises(IngestError, match=r"no point inside the store's grid.*1 outside the grid.*the grid covers"):
+    far = PointTable(
+        x=[10.0],
+        y=[50.0],
+        crs_wkt=table.crs_wkt,
+        value=[1.0],
+        units="t/ha",
+        se=[np.nan],
+        date=np.array(["NaT"], dtype="datetime64[s]"),
+        name="far",
+    )
+    with pytest.raises(
+        IngestError, match=r"no point inside the store's grid.*1 outside the grid.*the grid covers"
+    ):
         attach_points(store, far)
-    pixel_points = PointTable(x=[1.5], y=[1.5], crs_wkt=None, value=[1.0], units="t/ha", se=[np.nan],
-                              date=np.array(["NaT"], dtype="datetime64[s]"), name="px")
+    pixel_points = PointTable(
+        x=[1.5],
+        y=[1.5],
+        crs_wkt=None,
+        value=[1.0],
+        units="t/ha",
+        se=[np.nan],
+        date=np.array(["NaT"], dtype="datetime64[s]"),
+        name="px",
+    )
     with pytest.raises(IngestError, match="the points have no CRS but the store has one"):
         attach_points(store, pixel_points)

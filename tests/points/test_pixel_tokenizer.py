@@ -34,7 +34,10 @@ def test_a_pixel_is_a_homogeneous_patch(kind):
     pixel = PixelTokenizer(enc.tokenizer)
     x = torch.rand(2, 3, len(S2), 2, 3) * 0.4  # 2 samples, 3 dates, a 2x3 neighbourhood
     s1 = torch.randn(2, 3, 2, 2, 3) * 3 - 15
-    for values, sensor, bands, units in ((x, "sentinel2_l2a", S2, "reflectance"), (s1, "sentinel1_grd", ("VV", "VH"), "dB")):
+    for values, sensor, bands, units in (
+        (x, "sentinel2_l2a", S2, "reflectance"),
+        (s1, "sentinel1_grd", ("VV", "VH"), "dB"),
+    ):
         series = _series(values, sensor, bands, units)
         tokens = pixel(enc.prepare(series))
         assert tokens.tokens.shape[:2] == (2, 3 * tokens.grid.groups * 2 * 3) and tokens.patch_size == 1
@@ -70,7 +73,10 @@ def test_covariate_tokens():
     static = torch.tensor([[150.0, float("nan")], [100.0, 7.0]])
     dynamic = torch.tensor([[[15.0], [float("nan")]], [[10.0], [5.0]]])
     s_tok, s_ok, d_tok, d_ok = cov(static, dynamic)
-    assert s_ok.tolist() == [[True, False], [True, True]] and d_ok[..., 0].tolist() == [[True, False], [True, True]]
+    assert s_ok.tolist() == [[True, False], [True, True]] and d_ok[..., 0].tolist() == [
+        [True, False],
+        [True, True],
+    ]
     # elevation 150 with mean 100, std 50 -> z = 1 -> w + b
     torch.testing.assert_close(s_tok[0, 0], cov.static_weight[0] + cov.static_bias[0])
     torch.testing.assert_close(s_tok[1, 0], cov.static_bias[0])  # z = 0

@@ -43,12 +43,22 @@ def test_csv_with_lon_lat(tmp_path):
 
 
 def test_parquet_projected_columns_and_date_format(tmp_path):
-    frame = pd.DataFrame({"e": [500010.0, 500500.0], "n": [6899990.0, 6899000.0], "v": [1.5, 2.5],
-                          "when": ["13/06/2021", "01/07/2021"]})
+    frame = pd.DataFrame(
+        {
+            "e": [500010.0, 500500.0],
+            "n": [6899990.0, 6899000.0],
+            "v": [1.5, 2.5],
+            "when": ["13/06/2021", "01/07/2021"],
+        }
+    )
     path = tmp_path / "plots.parquet"
     frame.to_parquet(path)
-    t = read_points(path, PointColumns(value="v", units="Mg ha-1", x="e", y="n", crs="EPSG:32635",
-                                       date="when", date_format="%d/%m/%Y"))
+    t = read_points(
+        path,
+        PointColumns(
+            value="v", units="Mg ha-1", x="e", y="n", crs="EPSG:32635", date="when", date_format="%d/%m/%Y"
+        ),
+    )
     assert t.units == "t/ha" and t.x.tolist() == [500010.0, 500500.0]
     assert [str(d)[:10] for d in t.date] == ["2021-06-13", "2021-07-01"]
     assert "32635" in t.crs_wkt
@@ -89,7 +99,9 @@ def test_units(tmp_path):
     assert canonical_target_units("m") == "m"
     path = tmp_path / "plots.csv"
     _frame().to_csv(path, index=False)
-    with pytest.raises(IngestError, match=r"plots.csv: column 'agb': the unit of the target values is not given"):
+    with pytest.raises(
+        IngestError, match=r"plots.csv: column 'agb': the unit of the target values is not given"
+    ):
         read_points(path, PointColumns(value="agb", units=""))
 
 
@@ -102,20 +114,32 @@ def test_bad_input_is_one_clear_error(tmp_path):
     with pytest.raises(IngestError, match=r"plots.csv: columns 'easting'/'northing' need their CRS"):
         read_points(path, PointColumns(value="agb", units="t/ha", x="easting", y="northing"))
     frame.to_csv(path, index=False)
-    with pytest.raises(IngestError, match=r"plots.csv: no column 'biomass' \(target values\); the file's columns: plot, lon"):
+    with pytest.raises(
+        IngestError, match=r"plots.csv: no column 'biomass' \(target values\); the file's columns: plot, lon"
+    ):
         read_points(path, PointColumns(value="biomass", units="t/ha"))
     with pytest.raises(IngestError, match=r"no column 'sd' \(standard errors\)"):
         read_points(path, PointColumns(value="agb", units="t/ha", se="sd"))
     bad_dates = frame.assign(date=["2021-06-13", "13th of June", "", "2021-13-45"])
     bad_dates.to_csv(path, index=False)
-    with pytest.raises(IngestError, match=r"plots.csv: column 'date' holds 2 date\(s\) that do not parse, e.g. '13th of June'"):
+    with pytest.raises(
+        IngestError,
+        match=r"plots.csv: column 'date' holds 2 date\(s\) that do not parse, e.g. '13th of June'",
+    ):
         read_points(path, COLUMNS)
     frame.assign(agb=["120", "n/a!", "3", "4"]).to_csv(path, index=False)
-    with pytest.raises(IngestError, match=r"column 'agb' \(target values\) holds 1 value\(s\) that are not numbers, e.g. 'n/a!'"):
+    with pytest.raises(
+        IngestError,
+        match=r"column 'agb' \(target values\) holds 1 value\(s\) that are not numbers, e.g. 'n/a!'",
+    ):
         read_points(path, COLUMNS)
     poly = tmp_path / "plots.gpkg"
-    gpd.GeoDataFrame({"agb": [1.0]}, geometry=[Polygon([(0, 0), (1, 0), (1, 1)])], crs="EPSG:4326").to_file(poly)
-    with pytest.raises(IngestError, match=r"plots.gpkg: geometries of type Polygon; expected Point geometries"):
+    gpd.GeoDataFrame({"agb": [1.0]}, geometry=[Polygon([(0, 0), (1, 0), (1, 1)])], crs="EPSG:4326").to_file(
+        poly
+    )
+    with pytest.raises(
+        IngestError, match=r"plots.gpkg: geometries of type Polygon; expected Point geometries"
+    ):
         read_points(poly, PointColumns(value="agb", units="t/ha"))
     with pytest.raises(IngestError, match=r"notes.xlsx: unknown points file kind '.xlsx'"):
         read_points(tmp_path / "notes.xlsx", COLUMNS)

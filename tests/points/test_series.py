@@ -13,7 +13,13 @@ from spectravlm.data.points import PointColumns, read_points
 from spectravlm.data.points.pixels import PixelSeriesDataModule, spatial_split
 from spectravlm.data.points.pointstore import read_points_store, write_points_store
 from spectravlm.data.points.sample import draw_points, sample_cubes, write_points_file
-from spectravlm.data.points.series import Covariate, PixelSeries, SeriesColumns, SeriesGroup, read_series_parquet
+from spectravlm.data.points.series import (
+    Covariate,
+    PixelSeries,
+    SeriesColumns,
+    SeriesGroup,
+    read_series_parquet,
+)
 from spectravlm.data.store import CubeStore
 from spectravlm.errors import IngestError, StoreError
 from spectravlm.io import OutputExistsError
@@ -29,8 +35,15 @@ def _long_table(n_samples: int = 12, seed: int = 0) -> pd.DataFrame:
         elev = float(rng.uniform(0, 500))
         for d in sorted(rng.choice(120, size=int(rng.integers(2, 6)), replace=False)):
             date = np.datetime64("2021-04-01") + np.timedelta64(int(d), "D")
-            row = {"sample": f"p{i}", "date": str(date), "lon": 24.0 + i * 0.01, "lat": 61.0, "agb": 10.0 * i,
-                   "elevation": elev, "temperature": float(rng.normal(10, 3))}
+            row = {
+                "sample": f"p{i}",
+                "date": str(date),
+                "lon": 24.0 + i * 0.01,
+                "lat": 61.0,
+                "agb": 10.0 * i,
+                "elevation": elev,
+                "temperature": float(rng.normal(10, 3)),
+            }
             if d % 2:
                 row |= {f"s2_{b}": float(rng.uniform(0.01, 0.4)) for b in S2}
             else:
@@ -71,7 +84,9 @@ def test_long_parquet_round_trip_through_the_points_store(tmp_path):
         a, b = series.groups[g], back.groups[g]
         np.testing.assert_array_equal(a.valid, b.valid)
         np.testing.assert_array_equal(a.times, b.times)
-        np.testing.assert_array_equal(np.where(a.valid[:, :, None], a.values, 0), np.where(b.valid[:, :, None], b.values, 0))
+        np.testing.assert_array_equal(
+            np.where(a.valid[:, :, None], a.values, 0), np.where(b.valid[:, :, None], b.values, 0)
+        )
     np.testing.assert_array_equal(back.target, series.target)
     assert list(back.ids) == list(series.ids) and back.target_units == "t/ha"
     np.testing.assert_array_equal(back.dynamic_times, series.dynamic_times)
@@ -112,7 +127,9 @@ def test_bad_tables_are_clear_errors(tmp_path):
     with pytest.raises(IngestError, match=r"t.parquet: column 's2_B99': band 'B99' is not in sentinel2_l2a"):
         read_series_parquet(path, COLUMNS)
     frame.assign(date=["2021-04-01"] * (len(frame) - 1) + ["yesterday"]).to_parquet(path)
-    with pytest.raises(IngestError, match=r"column 'date' holds 1 date\(s\) that do not parse, e.g. 'yesterday'"):
+    with pytest.raises(
+        IngestError, match=r"column 'date' holds 1 date\(s\) that do not parse, e.g. 'yesterday'"
+    ):
         read_series_parquet(path, COLUMNS)
     frame.assign(elevation=np.arange(len(frame), dtype=float)).to_parquet(path)
     with pytest.raises(IngestError, match=r"column 'elevation' .* changes within sample 'p0'"):
@@ -125,10 +142,12 @@ def test_bad_tables_are_clear_errors(tmp_path):
     with pytest.raises(IngestError, match=r"sentinel2_l2a: unit 'percent' is not known"):
         read_series_parquet(path, bad)
     with pytest.raises(IngestError, match=r"no column 'plot'"):
-        read_series_parquet(path, SeriesColumns(sensors={"s2": "s2"}, units={"s2": "reflectance"}, sample="plot"))
-    with pytest.raises(IngestError, match="covariate .*: its unit is not given"):
+        read_series_parquet(
+            path, SeriesColumns(sensors={"s2": "s2"}, units={"s2": "reflectance"}, sample="plot")
+        )
+    with pytest.raises(IngestError, match=r"covariate .*: its unit is not given"):
         Covariate(np.zeros(3), "", "elevation")
-    with pytest.raises(StoreError, match="t.parquet is not a points store"):
+    with pytest.raises(StoreError, match=r"t\.parquet is not a points store"):
         read_points_store(tmp_path / "t.parquet")
 
 
@@ -144,15 +163,22 @@ def test_sample_demo_store_neighbourhoods(demo_store, tmp_path):
     # the centre pixel of sample 0 is the store's pixel at the point, every date, every band
     np.testing.assert_array_equal(series.groups["s2"].values[0, :, :, 1, 1], s2.data[:, :, row, col])
     cloud = s2.cloud[:, row, col]
-    np.testing.assert_array_equal(series.groups["s2"].valid[0, :, 1, 1], (cloud < 50) & (s2.data[:, :, row, col] != 0).all(1))
-    np.testing.assert_array_equal(series.groups["s1"].values[0, :, :, 0, 2], cube["s1"].data[:, :, row - 1, col + 1])
+    np.testing.assert_array_equal(
+        series.groups["s2"].valid[0, :, 1, 1], (cloud < 50) & (s2.data[:, :, row, col] != 0).all(1)
+    )
+    np.testing.assert_array_equal(
+        series.groups["s1"].values[0, :, :, 0, 2], cube["s1"].data[:, :, row - 1, col + 1]
+    )
     assert series.groups["s2"].scale == 1e-4 and series.groups["s2"].values.dtype == np.uint16
     np.testing.assert_array_equal(series.target, points.value.astype(np.float32))
     # a point on the grid's edge: the neighbourhood's outside pixels are invalid
     edge = points.select(np.arange(1))
     edge.x[:] = cube.grid.transform.c + 5.0
     series_edge, _ = sample_cubes(demo_store, edge, neighbourhood=3)
-    assert not series_edge.groups["s1"].valid[0, :, :, 0].any() and series_edge.groups["s1"].valid[0, :, :, 1].all()
+    assert (
+        not series_edge.groups["s1"].valid[0, :, :, 0].any()
+        and series_edge.groups["s1"].valid[0, :, :, 1].all()
+    )
     with pytest.raises(IngestError, match="neighbourhood must be an odd number"):
         sample_cubes(demo_store, points, neighbourhood=2)
     # draw -> file -> read -> sample: the CSV carries lon/lat, back on the same pixels
@@ -203,8 +229,14 @@ def test_datamodule_batches(tmp_path):
     # two ranks share the training samples without repeats, padding the shorter with empty samples
     seen = []
     for rank in (0, 1):
-        dm2 = PixelSeriesDataModule(str(store), batch_size=8, block_size=0.05, split_fractions=(0.5, 0.25, 0.25),
-                                    rank=rank, world_size=2)
+        dm2 = PixelSeriesDataModule(
+            str(store),
+            batch_size=8,
+            block_size=0.05,
+            split_fractions=(0.5, 0.25, 0.25),
+            rank=rank,
+            world_size=2,
+        )
         for b in dm2.train_dataloader():
             seen += b.index[b.index >= 0].tolist()
             assert torch.isnan(b.target[b.index < 0]).all()

@@ -24,7 +24,9 @@ def _csv(text: str) -> list[str]:
 def _pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip() or not value.strip():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE, e.g. s2=sentinel2_l2a or elevation=m")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=VALUE, e.g. s2=sentinel2_l2a or elevation=m"
+        )
     return key.strip(), value.strip()
 
 
@@ -47,15 +49,17 @@ def _column_args(p: argparse.ArgumentParser) -> None:
 
 def add_points_parsers(sub: Any) -> None:
     """Add ``points`` and ``sample`` to the ``spectravlm data`` sub-commands."""
-    points = sub.add_parser("points", help="point targets: GEDI L4A granules, plots; pixel time-series tables")
+    points = sub.add_parser(
+        "points", help="point targets: GEDI L4A granules, plots; pixel time-series tables"
+    )
     psub = points.add_subparsers(dest="points_command", required=True)
 
     attach = psub.add_parser(
         "attach",
         help="attach points to a store as a sparse target layer (value, se, count, date)",
-        description="Points are reprojected to the store's CRS (pyproj), snapped to its pixels, those outside "
-        "the grid or the store's time range counted and dropped, and the points of one pixel combined by their "
-        "inverse-variance mean. The store is changed atomically (docs/points.md).",
+        description="Points are reprojected to the store's CRS (pyproj), snapped to its pixels, those "
+        "outside the grid or the store's time range counted and dropped, and the points of one pixel "
+        "combined by their inverse-variance mean. The store is changed atomically (docs/points.md).",
     )
     attach.add_argument("store", help="an existing cube store")
     attach.add_argument("files", nargs="+", help="GEDI L4A granules (.h5, .zip) or points files of one kind")
@@ -70,7 +74,9 @@ def add_points_parsers(sub: Any) -> None:
     info.add_argument("files", nargs="+")
     _column_args(info)
 
-    draw = psub.add_parser("draw", help="random pixels of a store's target layer, with noise, as a points file")
+    draw = psub.add_parser(
+        "draw", help="random pixels of a store's target layer, with noise, as a points file"
+    )
     draw.add_argument("store")
     draw.add_argument("out", help=".csv, .parquet, .geojson or .gpkg")
     draw.add_argument("--target", default="agb", help="the target layer (default agb)")
@@ -107,7 +113,8 @@ def add_points_parsers(sub: Any) -> None:
         "sample",
         help="pixel time series of a cube store at points, into a points store",
         description="For every point inside the store's grid: the k x k pixels around it at every date of "
-        "every sensor group, the store's static layers, and the point's value as the target (docs/points.md).",
+        "every sensor group, the store's static layers, and the point's value as the target "
+        "(docs/points.md).",
     )
     sample.add_argument("store", help="a cube store")
     sample.add_argument("points", nargs="+", help="points files (or GEDI granules), then OUT")

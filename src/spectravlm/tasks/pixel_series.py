@@ -1,14 +1,7 @@
-"""Tasks on sparse and point targets: ``PointsTask`` (a dense map from points) and ``PixelSeriesTask``.
+"""Regression from pixel time series and covariates: ``PixelSeriesTask``.
 
 Axis legend: ``B`` batch, ``T`` dates, ``k`` neighbourhood edge, ``L`` Mixer tokens, ``D`` encoder width,
 ``S`` static covariates, ``T'`` covariate dates, ``K`` per-date covariates.
-
-**PointsTask**: the regression task (:class:`~spectravlm.tasks.regression.RegressionTask`: encoder + dense
-Mixer head, per-pixel output) trained on a sparse target layer (:mod:`spectravlm.data.points.attach`, read by
-:class:`~spectravlm.data.points.windows.PointsDataModule`): the loss counts only the pixels that hold a point
-(NaN elsewhere), each weighted by its inverse variance ``1 / se_z^2`` when the layer has a standard error
-(:func:`inverse_variance_weights`), and the validation and test metrics are computed at the held-out points.
-``spectravlm predict`` writes the wall-to-wall map as for any regression task.
 
 **PixelSeriesTask**: pixel time series (:class:`~spectravlm.data.points.pixels.PixelSeriesDataModule`) ->
 :class:`PixelSeriesModel`: each pixel of each date is tokenized by the encoder's own patch tokenizer as a
@@ -22,9 +15,10 @@ SensorFusion`); static and per-date covariates become tokens of their own
 which are kept in the model's buffers and hyperparameters); the scalar Mixer head mixes pixel and covariate
 tokens and regresses the target.
 
-Targets are learned in a transformed space (:mod:`spectravlm.heads.targets`, statistics from the training
-split, saved with the model), losses and metrics come from :mod:`spectravlm.heads.uncertainty` and
-:mod:`spectravlm.heads.metrics` (RMSE, MAE, R², bias and the predict-the-training-mean baseline beside them).
+The target is learned standardised (:class:`~spectravlm.tasks.points.TargetScaler`, statistics from the
+training split, saved with the model); the loss is the squared error over the labelled samples (optionally
+weighted by ``1 / se^2``), and the metrics (:class:`~spectravlm.tasks.points.PointMetrics`) are RMSE, MAE,
+bias, R² and the predict-the-training-mean RMSE beside them.
 """
 
 from __future__ import annotations
@@ -32,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
@@ -50,75 +43,22 @@ from spectravlm.encoders.temporal import temporal_encoder
 from spectravlm.encoders.temporal.fusion import SensorFusion
 from spectravlm.encoders.temporal.types import DatedTokens
 from spectravlm.errors import ModelConfigError
-from spectravlm.heads.mixer import ScalarMixerHead
-from spectravlm.heads.objective import RegressionObjective
-from spectravlm.heads.targets import TargetTransform, TargetTransformKind
-from spectravlm.heads.uncertainty import Likelihood, RegressionOutput, Uncertainty
 from spectravlm.stack import SensorStack
 from spectravlm.tasks.base import BaseTask
-from spectravlm.tasks.regression import metrics_summary
+from spectravlm.tasks.points import (
+    PointMetrics,
+    ScalarMixerHead,
+    TargetScaler,
+    inverse_variance_weights,
+    metrics_summary,
+    point_loss,
+)
 from spectravlm.tokenizers.pixel import CovariateTokenizer, PixelTokenizer
 
 if TYPE_CHECKING:
     from spectravlm.data.points.pixels import PixelBatch, PixelSeriesDataModule
 
 TemporalKind = Literal["encoder", "ltae", "transformer"]
-
-
-# ---- losses at points ----------------------------------------------------------------------------------
-
-
-def inverse_variance_weights(transform: TargetTransform, y: Tensor, se: Tensor, mask: Tensor) -> Tensor:
-    """Loss weights ``1 / se_z^2`` of the points, normalised to a mean of 1 over ``mask``.
-
-    ``se_z`` is the standard error in the transformed space the model learns in, ``(f(y + se) - f(y - se)) /
-    2`` (exact for the linear transforms, the delta method's value for ``log1p``). Points without a standard
-    error (NaN or <= 0) take the mean weight of the points that have one (all weights 1 when none has).
-
-    Args:
-        transform: the target transform ``f``.
-        y: ``[...]`` targets (NaN where no point).
-        se: ``[...]`` their standard errors, in target units.
-        mask: ``[...]`` bool, the points that count.
-
-    """
-    known = mask & torch.isfinite(se) & (se > 0)
-    safe_y = torch.where(mask, y, torch.zeros_like(y))
-    safe_se = torch.where(known, se, torch.ones_like(se))
-    se_z = (transform(safe_y + safe_se) - transform((safe_y - safe_se).clamp_min(0.0))) / 2
-    raw = torch.where(known, 1.0 / se_z.clamp_min(1e-6) ** 2, torch.zeros_like(se_z))
-    n_known = known.sum()
-    fill = raw.sum() / n_known.clamp_min(1) if bool(n_known > 0) else torch.ones((), device=y.device)
-    w = torch.where(known, raw, fill.expand_as(raw)) * mask
-    return w / (w.sum() / mask.sum().clamp_min(1)).clamp_min(1e-12)
-
-
-def point_loss(likelihood: Likelihood, raw: Tensor, z: Tensor, mask: Tensor, weight: Tensor | None = None) -> Tensor:
-    """The likelihood's loss, averaged over the points with ``weight`` (``None``: all 1).
-
-    The per-position loss is :class:`~spectravlm.heads.uncertainty.Likelihood`'s (squared error, Gaussian
-    NLL or pinball); positions outside ``mask`` count for nothing and a batch without a point gives exactly 0.
-
-    Args:
-        likelihood: what the head's channels mean.
-        raw: ``[B,k,...]`` head outputs.
-        z: ``[B,...]`` transformed targets.
-        mask: ``[B,...]`` bool, the points.
-        weight: ``[B,...]`` non-negative weights.
-
-    """
-    z = torch.where(mask, z, z.new_zeros(()))
-    raw = raw.float()
-    if likelihood.kind == "none":
-        per = (raw[:, 0] - z) ** 2
-    elif likelihood.kind == "gaussian":
-        per = likelihood.nll(raw[:, 0], z, likelihood.variance(raw[:, 1]))
-    else:
-        levels = likelihood.get_buffer("levels").view(1, -1, *[1] * (z.ndim - 1)).to(raw.dtype)
-        diff = z.unsqueeze(1) - raw
-        per = torch.maximum(levels * diff, (levels - 1) * diff).mean(dim=1)
-    w = mask.to(per.dtype) if weight is None else torch.where(mask, weight.to(per.dtype), per.new_zeros(()))
-    return (torch.where(mask, per, per.new_zeros(())) * w).sum() / w.sum().clamp_min(1e-12)
 
 
 # ---- the pixel-series model ------------------------------------------------------------------------------
@@ -171,11 +111,15 @@ class PixelSeriesModel(nn.Module):
         if temporal != "encoder":
             kind: Any = temporal
             self.temporal = SensorFusion(
-                temporal_encoder(kind, dim=encoder.dim, depth=temporal_layers, num_heads=encoder.config.num_heads),
+                temporal_encoder(
+                    kind, dim=encoder.dim, depth=temporal_layers, num_heads=encoder.config.num_heads
+                ),
                 sensors=self.groups,
             )
         self.n_tokens = self.neighbourhood**2 + len(static) + self.dynamic_steps * len(dynamic)
-        self.head = ScalarMixerHead(encoder.dim, (1, self.n_tokens), outputs, head_dim, head_depth, head_drop_path)
+        self.head = ScalarMixerHead(
+            encoder.dim, (1, self.n_tokens), outputs, head_dim, head_depth, head_drop_path
+        )
 
     def encode(self, stack: SensorStack) -> EncoderOutput:
         """The encoder over the pixel tokens of every group and date (no patching)."""
@@ -221,7 +165,8 @@ class PixelSeriesModel(nn.Module):
         pix, pix_ok = self.pixel_tokens(batch.stack)
         if pix.shape[1] != self.neighbourhood**2:
             raise ModelConfigError(
-                f"the model was built for {self.neighbourhood}x{self.neighbourhood} px samples, the batch has "
+                f"the model was built for {self.neighbourhood}x{self.neighbourhood} px samples, the batch "
+                f"has "
                 f"{pix.shape[1]} pixels per sample"
             )
         s_tok, s_ok, d_tok, d_ok = self.covariates(batch.static.to(pix.dtype), batch.dynamic.to(pix.dtype))
@@ -279,15 +224,11 @@ class PixelSeriesTask(BaseTask):
         head_dim: Mixer width.
         head_depth: Mixer blocks.
         head_drop_path: stochastic depth of the Mixer.
-        uncertainty: ``none``, ``gaussian`` or ``quantile``.
-        quantiles: levels with ``quantile``.
-        interval: level of the predicted interval.
-        target_transform: ``none``, ``standardise``, ``log1p`` or ``log1p_standardise``.
-        transform_mean: standardisation mean (default: from the training split).
-        transform_std: standardisation std (default: from the training split).
-        train_mean: the training split's mean target (the predict-the-mean baseline; default: computed).
-        covariate_statistics: ``{"static": {name: [mean, std]}, "dynamic": {...}}`` (default: from the training
-            split).
+        target_mean: standardisation mean (default: from the training split).
+        target_std: standardisation standard deviation (default: from the training split).
+        train_mean: the training split's mean target (predict-the-mean baseline; default: ``target_mean``).
+        covariate_statistics: ``{"static": {name: [mean, std]}, "dynamic": {...}}`` (default: from the
+            training split).
         inverse_variance: weight each sample's loss by ``1 / se^2`` where the store has a standard error.
         lr: peak learning rate.
         weight_decay: AdamW weight decay.
@@ -317,9 +258,6 @@ class PixelSeriesTask(BaseTask):
         "temporal_layers",
         "head_dim",
         "head_depth",
-        "uncertainty",
-        "quantiles",
-        "target_transform",
     )
 
     def __init__(
@@ -344,12 +282,8 @@ class PixelSeriesTask(BaseTask):
         head_dim: int = 128,
         head_depth: int = 2,
         head_drop_path: float = 0.0,
-        uncertainty: Uncertainty = "none",
-        quantiles: Sequence[float] = (0.05, 0.5, 0.95),
-        interval: float = 0.9,
-        target_transform: TargetTransformKind = "standardise",
-        transform_mean: float | None = None,
-        transform_std: float | None = None,
+        target_mean: float | None = None,
+        target_std: float | None = None,
         train_mean: float | None = None,
         covariate_statistics: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
         inverse_variance: bool = False,
@@ -367,7 +301,6 @@ class PixelSeriesTask(BaseTask):
         bands = None if bands is None else {str(g): [str(b) for b in v] for g, v in bands.items()}
         static = None if static is None else [str(s) for s in static]
         dynamic = None if dynamic is None else [str(s) for s in dynamic]
-        quantiles = [float(q) for q in quantiles]
         betas = (float(betas[0]), float(betas[1]))
         if temporal not in ("encoder", "ltae", "transformer"):
             raise ModelConfigError(f"temporal must be 'encoder', 'ltae' or 'transformer', got {temporal!r}")
@@ -377,7 +310,7 @@ class PixelSeriesTask(BaseTask):
     # ---- model ---------------------------------------------------------------------------------------
 
     def configure_models(self) -> None:
-        """The encoder and the objective; the model too when the data facts are known."""
+        """The encoder, the target scaler and metrics; the model too when the data facts are known."""
         hp: Any = self.hparams
         self.backbone = task_encoder(
             hp.encoder,
@@ -390,17 +323,10 @@ class PixelSeriesTask(BaseTask):
             hp.init_encoder,
         )
         self.encoder_loaded = hp.init_encoder is not None
-        self.objective = RegressionObjective(
-            hp.target or "target",
-            True,
-            hp.uncertainty,
-            tuple(hp.quantiles),
-            hp.interval,
-            hp.target_transform,
-            hp.transform_mean,
-            hp.transform_std,
-            hp.train_mean,
-        )
+        self.scaler = TargetScaler(hp.target_mean, hp.target_std)
+        base = hp.train_mean if hp.train_mean is not None else hp.target_mean
+        self.val_metrics = PointMetrics(0.0 if base is None else base)
+        self.test_metrics = PointMetrics(0.0 if base is None else base)
         if all(hp.get(k) is not None for k in DATA_FACTS[:5]):
             self._build()
 
@@ -413,7 +339,7 @@ class PixelSeriesTask(BaseTask):
             hp.static,
             hp.dynamic,
             hp.dynamic_steps,
-            self.objective.channels,
+            1,
             hp.temporal,
             hp.temporal_layers,
             hp.head_dim,
@@ -432,14 +358,14 @@ class PixelSeriesTask(BaseTask):
         """The encoder being fine-tuned."""
         return self.backbone
 
-    def forward(self, batch: PixelBatch) -> RegressionOutput:
-        """Predictions in target units (``mean`` ``[B]``, with uncertainty ``std``, ``lower``, ``upper``)."""
+    def forward(self, batch: PixelBatch) -> Tensor:
+        """``[B]`` predictions in target units."""
         if self.model is None:
             raise ModelConfigError(
                 "the model is not built yet: its data facts (bands, neighbourhood, covariates) come from the "
                 "data module when a fit starts, or give them as arguments"
             )
-        return self.objective.decode(self.model(batch))
+        return self.scaler.inverse(self.model(batch)[:, 0].float())
 
     # ---- data ------------------------------------------------------------------------------------------
 
@@ -471,12 +397,15 @@ class PixelSeriesTask(BaseTask):
         if self.hparams.get("covariate_statistics") is None:
             cov = dm.covariate_statistics()
             self.model.covariates.set_statistics(cov["static"], cov["dynamic"])
-            self.hparams["covariate_statistics"] = {k: {n: list(v) for n, v in d.items()} for k, d in cov.items()}
-        if self.objective.missing_statistics():
+            self.hparams["covariate_statistics"] = {
+                k: {n: list(v) for n, v in d.items()} for k, d in cov.items()
+            }
+        if not self.scaler.fitted:
             assert dm.series is not None and dm.series.target is not None
-            values = dm.series.target[dm.splits["train"]]
-            for key, value in self.objective.set_statistics(values).items():
-                self.hparams[key] = value
+            mean, std = self.scaler.fit(dm.series.target[dm.splits["train"]])
+            self.hparams["target_mean"], self.hparams["target_std"] = mean, std
+            self.hparams["train_mean"] = mean
+            self.val_metrics.train_mean = self.test_metrics.train_mean = mean
 
     def adopt_data_facts(self, dm: PixelSeriesDataModule) -> None:
         """Fill the data facts from ``dm`` (build the model); refuse given facts the data contradicts."""
@@ -497,12 +426,13 @@ class PixelSeriesTask(BaseTask):
                 self.hparams[key] = value
             elif key == "dynamic_steps":
                 if value > mine:
-                    diffs.append(f"dynamic_steps: the data has samples with {value} covariate dates, the model {mine}")
+                    diffs.append(
+                        f"dynamic_steps: the data has samples with {value} covariate dates, the model {mine}"
+                    )
             elif _plain(mine) != _plain(value):
                 diffs.append(f"{key}: data {value!r}, model {mine!r}")
         if diffs:
             raise ModelConfigError("the pixel-series data does not fit the model: " + "; ".join(diffs))
-        self.objective.target = self.hparams["target"]
         if self.model is None:
             self._build()
             self.model.to(self.device)  # type: ignore[union-attr]
@@ -516,10 +446,12 @@ class PixelSeriesTask(BaseTask):
         mask = torch.isfinite(y)
         weight = None
         if self.hparams["inverse_variance"]:
-            weight = inverse_variance_weights(self.objective.transform, y, batch.target_se.float(), mask)
-        loss = point_loss(self.objective.likelihood, raw, self.objective.transform(y), mask, weight)
+            weight = inverse_variance_weights(batch.target_se.float(), mask)
+        z = raw[:, 0]
+        loss = point_loss(z, self.scaler(y), mask, weight)
         if stage in ("val", "test"):
-            self.objective.stage_metrics(stage)[0].update(self.objective.decode(raw.detach()), y, mask)
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            metrics.update(self.scaler.inverse(z.detach().float()), y, mask)
         n = int(mask.sum())
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=max(n, 1), sync_dist=stage != "train")
         return loss
@@ -538,25 +470,27 @@ class PixelSeriesTask(BaseTask):
 
     def on_validation_epoch_end(self) -> None:
         """Log the validation metrics (``val/rmse``, ``val/baseline_rmse``, ...)."""
-        for k, v in self.objective.compute("val").items():
-            self.log(f"val/{k}", v, sync_dist=True)
+        for k, v in self.val_metrics.compute().items():
+            self.log(f"val/{k}", v.float())
+        self.val_metrics.reset()
 
     def on_test_epoch_end(self) -> None:
         """Log the test metrics and print them beside the predict-the-mean baseline."""
-        values = self.objective.compute("test")
+        values = self.test_metrics.compute()
         for k, v in values.items():
-            self.log(f"test/{k}", v, sync_dist=True)
-        if values and self.global_rank == 0:
+            self.log(f"test/{k}", v.float())
+        self.test_metrics.reset()
+        if float(values["n"]) > 0 and self.global_rank == 0:
             units = self.hparams.get("target_units") or ""
-            print(metrics_summary(values, self.hparams.get("target") or "target", units, "held-out (test) samples"))
+            print(
+                metrics_summary(
+                    values, self.hparams.get("target") or "target", units, "held-out (test) samples"
+                )
+            )
 
     def predict_step(self, batch: PixelBatch, batch_idx: int) -> dict[str, Tensor]:
         """Predictions of every sample with its index in the store."""
-        out = self(batch)
-        result = {"index": batch.index, "prediction": out.mean}
-        if out.std is not None:
-            result["std"] = out.std
-        return result
+        return {"index": batch.index, "prediction": self(batch)}
 
     def checkpoint_metadata(self) -> dict[str, Any]:
         """The base metadata, the target's name and units and the covariate statistics in use."""
@@ -565,13 +499,6 @@ class PixelSeriesTask(BaseTask):
         if self.model is not None:
             meta["covariates"] = self.model.covariates.statistics()
         return meta
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The base checks; the target statistics the checkpoint was trained with."""
-        super().on_load_checkpoint(checkpoint)
-        theirs = checkpoint.get("hyper_parameters", {})
-        known = {k: theirs.get(k) for k in ("transform_mean", "transform_std", "train_mean")}
-        self.objective.load_statistics(known)
 
 
 def _plain(value: Any) -> Any:
@@ -585,6 +512,4 @@ def _plain(value: Any) -> Any:
 __all__ = [
     "PixelSeriesModel",
     "PixelSeriesTask",
-    "inverse_variance_weights",
-    "point_loss",
 ]

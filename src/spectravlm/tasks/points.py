@@ -12,8 +12,8 @@ encoder's per-location tokens into one value per pixel. The target is a sparse l
   deviation of the *training* points, saved with the model) over the pixels that hold a point; padding,
   nodata and pixels without a point count for nothing, and a batch without any point gives exactly 0.
 * **Inverse-variance weights** (``inverse_variance=True``, the default): each point weighs ``1 / se^2``
-  (its ``<name>_se`` layer), normalised to a mean of 1 over the batch's points (:func:`inverse_variance_weights`);
-  points without a standard error take the mean weight of those with one.
+  (its ``<name>_se`` layer), normalised to a mean of 1 over the batch's points
+  (:func:`inverse_variance_weights`); points without a standard error take the mean weight of those with one.
 * **Metrics at held-out points**: RMSE, MAE, bias, R² and the RMSE of predicting the training mean, over the
   validation (and test) points only (:class:`PointMetrics`), whose windows come from other spatial blocks than
   the training windows (the data module's split), so no point's pixel is in two splits.
@@ -214,15 +214,22 @@ class MixerStack(nn.Module):
 
     """
 
-    def __init__(self, in_dim: int, grid: tuple[int, int], dim: int, depth: int = 2, drop_path: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, grid: tuple[int, int], dim: int, depth: int = 2, drop_path: float = 0.0
+    ) -> None:
         super().__init__()
         if grid[0] < 1 or grid[1] < 1 or depth < 0 or dim < 1:
-            raise ModelConfigError(f"Mixer head needs a positive grid and width, depth >= 0; got {grid}, {dim}, {depth}")
+            raise ModelConfigError(
+                f"Mixer head needs a positive grid and width, depth >= 0; got {grid}, {dim}, {depth}"
+            )
         self.grid = (int(grid[0]), int(grid[1]))
         self.proj = nn.Linear(in_dim, dim) if in_dim != dim else nn.Identity()
         self.missing = nn.Parameter(torch.zeros(dim))
         self.blocks = nn.Sequential(
-            *[MixerBlock(dim, self.grid[0] * self.grid[1], (0.5, 4.0), drop_path=drop_path) for _ in range(depth)]
+            *[
+                MixerBlock(dim, self.grid[0] * self.grid[1], (0.5, 4.0), drop_path=drop_path)
+                for _ in range(depth)
+            ]
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         nn.init.trunc_normal_(self.missing, std=0.02)
@@ -296,27 +303,37 @@ class DenseMixerHead(nn.Module):
         pixel_dim: int = 16,
     ) -> None:
         super().__init__()
-        self.patch_size, self.outputs, self.pixel_features = int(patch_size), int(outputs), int(pixel_features)
+        self.patch_size, self.outputs, self.pixel_features = (
+            int(patch_size),
+            int(outputs),
+            int(pixel_features),
+        )
         self.mixer = MixerStack(in_dim, grid, dim, depth, drop_path)
         per_pixel = pixel_dim if self.pixel_features else self.outputs
         self.to_pixels = nn.Linear(dim, self.patch_size**2 * per_pixel)
         nn.init.trunc_normal_(self.to_pixels.weight, std=0.02)
         nn.init.zeros_(self.to_pixels.bias)
-        self.fuse = Mlp(pixel_dim + self.pixel_features, 2 * (pixel_dim + self.pixel_features), self.outputs) if (
-            self.pixel_features
-        ) else None
+        self.fuse = (
+            Mlp(pixel_dim + self.pixel_features, 2 * (pixel_dim + self.pixel_features), self.outputs)
+            if (self.pixel_features)
+            else None
+        )
 
     def forward(self, locations: LocationTokens, pixels: Tensor | None = None) -> Tensor:
         """Location tokens (and ``[B,F,H,W]`` skip features) -> ``[B,k,H,W]``."""
         if locations.patch_size != self.patch_size:
-            raise ModelConfigError(f"the head upsamples {self.patch_size} px patches, got {locations.patch_size} px")
+            raise ModelConfigError(
+                f"the head upsamples {self.patch_size} px patches, got {locations.patch_size} px"
+            )
         x = self.to_pixels(self.mixer(locations))  # (B, L, p*p*c)
         (h, w), p = self.mixer.grid, self.patch_size
         x = rearrange(x, "b (h w) (p q c) -> b (h p) (w q) c", h=h, w=w, p=p, q=p)
         if self.fuse is not None:
             if pixels is None or pixels.shape[1] != self.pixel_features:
                 have = None if pixels is None else pixels.shape[1]
-                raise ModelConfigError(f"the pixel skip takes {self.pixel_features} features per pixel, got {have}")
+                raise ModelConfigError(
+                    f"the pixel skip takes {self.pixel_features} features per pixel, got {have}"
+                )
             x = self.fuse(torch.cat([x, rearrange(pixels, "b f hh ww -> b hh ww f").to(x.dtype)], dim=-1))
         return rearrange(x, "b hh ww k -> b k hh ww")
 
@@ -335,7 +352,13 @@ class ScalarMixerHead(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, grid: tuple[int, int], outputs: int = 1, dim: int = 128, depth: int = 2, drop_path: float = 0.0
+        self,
+        in_dim: int,
+        grid: tuple[int, int],
+        outputs: int = 1,
+        dim: int = 128,
+        depth: int = 2,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.mixer = MixerStack(in_dim, grid, dim, depth, drop_path)
@@ -348,7 +371,7 @@ class ScalarMixerHead(nn.Module):
         return self.out(masked_token_mean(self.mixer(locations), locations.valid))
 
 
-# ---- the task -----------------------------------------------------------------------------------------------
+# ---- the task ----------------------------------------------------------------------------------------
 
 
 class PointsTask(BaseTask):
@@ -522,7 +545,7 @@ class PointsTask(BaseTask):
         self.adopt_target(dm, fit=stage == "fit")
 
     def adopt_target(self, dm: PointsDataModule, fit: bool = True) -> None:
-        """Take the target's name and units from ``dm``; with ``fit``, the statistics of its training points."""
+        """The target's name and units from ``dm``; with ``fit``, the statistics of its training points."""
         name, units = dm.point_target, dm.target_units()
         for key, value in (("target", name), ("target_units", units)):
             mine = self.hparams.get(key)
@@ -542,7 +565,9 @@ class PointsTask(BaseTask):
     def _step(self, batch: SensorStack, stage: str) -> Tensor:
         name = self.target_name
         if name not in batch.targets:
-            raise ModelConfigError(f"the batch has no target {name!r}; targets: {', '.join(batch.targets) or '(none)'}")
+            raise ModelConfigError(
+                f"the batch has no target {name!r}; targets: {', '.join(batch.targets) or '(none)'}"
+            )
         y = batch.targets[name].float()
         mask = torch.isfinite(y)
         weight = None
@@ -554,7 +579,13 @@ class PointsTask(BaseTask):
         if stage != "train":
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(self.scaler.inverse(z.detach().float()), y, mask)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=max(int(mask.sum()), 1), sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=True,
+            batch_size=max(int(mask.sum()), 1),
+            sync_dist=stage != "train",
+        )
         return loss
 
     def training_step(self, batch: SensorStack, batch_idx: int) -> Tensor:

@@ -1,4 +1,4 @@
-"""Tokens where a patch does not fit: single pixels (or a few) with a patch tokenizer's weights, and covariates.
+"""Tokens where a patch does not fit: single pixels with a patch tokenizer's weights, and covariates.
 
 Axis legend: ``B`` batch, ``T`` dates, ``C`` channels, ``G`` spectral groups, ``S`` channel slots per group,
 ``H``/``W`` pixels (the ``k x k`` neighbourhood of a pixel time series), ``p`` patch size, ``D`` width,
@@ -206,7 +206,8 @@ class CovariateTokenizer(nn.Module):
             dynamic: ``[B,T',K]`` raw values (NaN: missing or padded).
 
         Returns:
-            ``(static tokens [B,S,D], static valid [B,S], dynamic tokens [B,T',K,D], dynamic valid [B,T',K])``;
+            ``(static tokens [B,S,D], static valid [B,S], dynamic tokens [B,T',K,D], dynamic valid
+            [B,T',K])``;
             invalid tokens are zero.
 
         """
@@ -223,8 +224,11 @@ class CovariateTokenizer(nn.Module):
         s_tok = (z.unsqueeze(-1) * self.static_weight + self.static_bias) * s_ok.unsqueeze(-1)
         if not dynamic.numel():
             b, t = dynamic.shape[:2]
-            return s_tok, s_ok, dynamic.new_zeros((b, t, len(self.dynamic_names), self.dim)), dynamic.new_zeros(
-                (b, t, len(self.dynamic_names)), dtype=torch.bool
+            return (
+                s_tok,
+                s_ok,
+                dynamic.new_zeros((b, t, len(self.dynamic_names), self.dim)),
+                dynamic.new_zeros((b, t, len(self.dynamic_names)), dtype=torch.bool),
             )
         d_ok = torch.isfinite(dynamic)
         zd = torch.where(d_ok, (dynamic - d_stats[0]) / d_stats[1], dynamic.new_zeros(()))

@@ -2,7 +2,8 @@
 
 * :mod:`~spectravlm.data.points.table`: :class:`PointTable`, what every reader returns, and its counts.
 * :mod:`~spectravlm.data.points.readers`: CSV, Parquet, GeoJSON, GeoPackage (:func:`read_points`).
-* :mod:`~spectravlm.data.points.gedi`: GEDI L4A granules with h5py (:func:`read_gedi_l4a`, :class:`GediFilter`).
+* :mod:`~spectravlm.data.points.gedi`: GEDI L4A granules with h5py (:func:`read_gedi_l4a`,
+    :class:`GediFilter`).
 * :mod:`~spectravlm.data.points.attach`: a sparse target layer on a store's grid (:func:`attach_points`).
 
 The layouts are documented in ``docs/points.md``.

@@ -100,7 +100,8 @@ class AttachReport:
             f"{self.store}: target {self.name!r} ({self.crs})",
             f"  {self.points} points: {self.outside_grid} outside the grid, {self.outside_time} outside the "
             f"store's time range ({window}), {self.undated} undated (kept)",
-            f"  {self.attached} attached in {self.pixels} pixels ({self.shared_pixels} pixels combine several "
+            f"  {self.attached} attached in {self.pixels} pixels ({self.shared_pixels} pixels combine "
+            "several "
             f"points, at most {self.max_per_pixel}); layers {self.name}, "
             + ", ".join(f"{self.name}_{s}" for s in SIBLINGS),
         ]
@@ -159,13 +160,15 @@ def project_points(table: PointTable, grid: Grid, where: str = "") -> tuple[np.n
     if grid.crs_wkt is None:
         if table.crs_wkt is not None:
             raise IngestError(
-                f"{where}: the store has no CRS (e.g. BioMassters chips), so points in a CRS cannot be placed "
+                f"{where}: the store has no CRS (e.g. BioMassters chips), so points in a CRS cannot be "
+                "placed "
                 "on it; give them in the store's pixel coordinates (x = column + 0.5, y = row + 0.5, no crs)"
             )
         return table.x, table.y
     if table.crs_wkt is None:
         raise IngestError(
-            f"{where}: the points have no CRS but the store has one; read them with their CRS (crs=..., --crs)"
+            f"{where}: the points have no CRS but the store has one; read them with their CRS (crs=..., "
+            "--crs)"
         )
     from pyproj import CRS, Transformer
 
@@ -245,7 +248,8 @@ def attach_points(
     Args:
         store: an existing cube store (local path).
         table: the points.
-        name: the value layer (default: ``table.name``); the siblings are ``<name>_se``, ``_count``, ``_date``.
+        name: the value layer (default: ``table.name``); the siblings are ``<name>_se``, ``_count``,
+            ``_date``.
         time_margin_days: widen the store's time range by this many days on each side; ``None``: keep dated
             points whatever their date.
         overwrite: replace existing layers of these names.
@@ -282,7 +286,7 @@ def attach_points(
     in_time = np.ones(len(table), dtype=bool)
     time_range: tuple[str, str] | None = None
     if time_margin_days is not None and span is not None:
-        margin = np.timedelta64(int(round(time_margin_days * 86400)), "s")
+        margin = np.timedelta64(round(time_margin_days * 86400), "s")
         first, last = span[0] - margin, span[1] + margin
         in_time = ~dated | ((table.date >= first) & (table.date <= last))
         time_range = (str(first.astype("datetime64[D]")), str(last.astype("datetime64[D]")))
@@ -297,7 +301,8 @@ def attach_points(
         )
         raise IngestError(
             f"{where}: no point inside the store's grid and time range: {len(table)} points, "
-            f"{int((~inside).sum())} outside the grid, {int((inside & ~in_time).sum())} outside the time range "
+            f"{int((~inside).sum())} outside the grid, {int((inside & ~in_time).sum())} outside the time "
+            "range "
             f"{time_range}; the grid covers {bounds} in the store's CRS, the points {seen} ({crs})"
         )
     flat = rows[keep] * grid.width + cols[keep]

@@ -62,6 +62,7 @@ DATASETS = (
 )
 """The datasets read from every beam group."""
 
+
 def wgs84_wkt() -> str:
     """WKT of EPSG:4326 (longitude/latitude; pyproj's ``always_xy`` order is used everywhere)."""
     from pyproj import CRS
@@ -133,7 +134,9 @@ def _beam_names(f: Any, where: str, beams: Sequence[str] | None) -> list[str]:
     if beams is not None:
         missing = [b for b in beams if b not in names]
         if missing:
-            raise IngestError(f"{where}: no beam group {', '.join(missing)}; the granule has {', '.join(names)}")
+            raise IngestError(
+                f"{where}: no beam group {', '.join(missing)}; the granule has {', '.join(names)}"
+            )
         names = [b for b in names if b in beams]
     return names
 
@@ -170,8 +173,7 @@ def read_beam(f: Any, beam: str, where: str) -> dict[str, np.ndarray]:
     for name in DATASETS:
         if name not in g:
             raise IngestError(
-                f"{where}: dataset {beam}/{name} is missing; a GEDI L4A beam group has "
-                f"{', '.join(DATASETS)}"
+                f"{where}: dataset {beam}/{name} is missing; a GEDI L4A beam group has {', '.join(DATASETS)}"
             )
         out[name] = np.asarray(g[name][()])
     n = len(out["agbd"])
@@ -181,9 +183,7 @@ def read_beam(f: Any, beam: str, where: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _beam_points(
-    d: dict[str, np.ndarray], flt: GediFilter
-) -> tuple[np.ndarray, dict[str, int]]:
+def _beam_points(d: dict[str, np.ndarray], flt: GediFilter) -> tuple[np.ndarray, dict[str, int]]:
     """Which shots of one beam are kept, and the count of shots meeting each drop criterion."""
     agbd = d["agbd"].astype(np.float64)
     lon, lat = d["lon_lowestmode"].astype(np.float64), d["lat_lowestmode"].astype(np.float64)
@@ -245,7 +245,9 @@ def read_gedi_l4a(
                 try:
                     handle = h5py.File(h5, "r")
                 except OSError as err:
-                    raise IngestError(f"{where}: not an HDF5 file ({err}); expected a GEDI L4A granule") from None
+                    raise IngestError(
+                        f"{where}: not an HDF5 file ({err}); expected a GEDI L4A granule"
+                    ) from None
                 with handle as f:
                     _check_l4a(f, where)
                     counts = SourceCounts(source=where, rows=0, kept=0)
@@ -275,7 +277,9 @@ def read_gedi_l4a(
         value=stacked["value"],
         units="Mg/ha",
         se=stacked["se"],
-        date=stacked["date"].astype("datetime64[s]") if len(stacked["date"]) else np.zeros(0, "datetime64[s]"),
+        date=stacked["date"].astype("datetime64[s]")
+        if len(stacked["date"])
+        else np.zeros(0, "datetime64[s]"),
         name="agbd",
         report=ReadReport(sources),
     )

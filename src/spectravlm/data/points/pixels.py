@@ -1,6 +1,7 @@
 """Batches of pixel time series for Lightning: :class:`PixelBatch` and :class:`PixelSeriesDataModule`.
 
-Axis legend: ``B`` samples, ``T`` dates of one sensor group, ``C`` bands, ``k`` neighbourhood edge, ``S`` static
+Axis legend: ``B`` samples, ``T`` dates of one sensor group, ``C`` bands, ``k`` neighbourhood edge, ``S``
+static
 covariates, ``T'`` dates of the per-date covariates, ``K`` per-date covariates.
 
 A :class:`PixelBatch` carries the same :class:`~spectravlm.stack.SensorStack` the cube loader gives
@@ -103,12 +104,16 @@ def spatial_split(
     one block when there are at least three). Samples of one block are in one split.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise DataConfigError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise DataConfigError(
+            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     if not block_size > 0:
         raise DataConfigError(f"block_size must be positive, got {block_size}")
     bx = np.floor(np.asarray(x) / block_size).astype(np.int64)
     by = np.floor(np.asarray(y) / block_size).astype(np.int64)
-    blocks, inverse, counts = np.unique(np.stack([bx, by], 1), axis=0, return_inverse=True, return_counts=True)
+    blocks, inverse, counts = np.unique(
+        np.stack([bx, by], 1), axis=0, return_inverse=True, return_counts=True
+    )
     inverse = inverse.reshape(-1)
     order = np.random.default_rng(seed).permutation(len(blocks))
     cum = np.cumsum(counts[order]) / counts.sum()
@@ -206,12 +211,18 @@ class PixelSeriesDataset(Dataset[PixelBatch]):
         nan = np.float32(np.nan)
         target = np.full(b, nan, np.float32) if s.target is None else np.where(pad, nan, s.target[idx])
         se = np.full(b, nan, np.float32) if s.target_se is None else np.where(pad, nan, s.target_se[idx])
-        static = np.stack([np.where(pad, nan, s.static[n].values[idx]) for n in self.static], 1) if self.static else np.zeros((b, 0), np.float32)
+        static = (
+            np.stack([np.where(pad, nan, s.static[n].values[idx]) for n in self.static], 1)
+            if self.static
+            else np.zeros((b, 0), np.float32)
+        )
         if self.dynamic and s.dynamic_times is not None:
             dyn = np.stack([s.dynamic[n].values[idx] for n in self.dynamic], -1)
             dyn = np.where(pad[:, None, None], nan, dyn)
             dt = s.dynamic_times[idx]
-            dyn_days = np.where(np.isnat(dt) | pad[:, None], 0, (dt.astype("datetime64[D]") - EPOCH).astype(np.int64))
+            dyn_days = np.where(
+                np.isnat(dt) | pad[:, None], 0, (dt.astype("datetime64[D]") - EPOCH).astype(np.int64)
+            )
         else:
             dyn = np.zeros((b, 0, 0), np.float32)
             dyn_days = np.zeros((b, 0), np.int64)
@@ -303,9 +314,13 @@ class PixelSeriesDataModule(L.LightningDataModule):
         self.groups = groups
         self.static = list(series.static) if self.static is None else self.static
         self.dynamic = list(series.dynamic) if self.dynamic is None else self.dynamic
-        labelled = np.flatnonzero(np.isfinite(series.target)) if series.target is not None else np.zeros(0, int)
+        labelled = (
+            np.flatnonzero(np.isfinite(series.target)) if series.target is not None else np.zeros(0, int)
+        )
         if self.block_size is None:
-            self.block_size = auto_block_size(series.x[labelled], series.y[labelled]) if len(labelled) else 1.0
+            self.block_size = (
+                auto_block_size(series.x[labelled], series.y[labelled]) if len(labelled) else 1.0
+            )
         parts = spatial_split(
             series.x[labelled], series.y[labelled], self.block_size, self.split_fractions, self.seed
         )
@@ -393,9 +408,11 @@ class PixelSeriesDataModule(L.LightningDataModule):
     # -- statistics from the training split --------------------------------------------------------
 
     def sensor_statistics(self) -> dict[str, list[tuple[str, dict[str, tuple[int, float, float]]]]]:
-        """Per catalogue sensor, ``[(source, {band: (count, mean, std)})]`` over the training samples' valid
-        pixels, in the encoder's domain (optical: reflectance; SAR: dB), the format of
-        :meth:`spectravlm.data.dataset.CubeDataset.sensor_statistics`."""
+        """Per catalogue sensor, ``[(source, {band: (count, mean, std)})]`` of the training samples.
+
+        Over their valid pixels, in the encoder's domain (optical: reflectance; SAR: dB), the format of
+        :meth:`spectravlm.data.dataset.CubeDataset.sensor_statistics`.
+        """
         self.setup()
         assert self.series is not None and self.groups is not None
         idx = self.splits["train"]
@@ -411,7 +428,11 @@ class PixelSeriesDataModule(L.LightningDataModule):
             stats = {}
             for c, band in enumerate(grp.bands):
                 v = values[:, :, c][ok[:, :, c]]
-                stats[band] = (int(v.size), float(v.mean()) if v.size else 0.0, float(v.std()) if v.size else 0.0)
+                stats[band] = (
+                    int(v.size),
+                    float(v.mean()) if v.size else 0.0,
+                    float(v.std()) if v.size else 0.0,
+                )
             out.setdefault(grp.sensor, []).append((f"points:{self.store}/{g} (train split)", stats))
         return out
 

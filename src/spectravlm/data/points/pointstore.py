@@ -13,7 +13,8 @@ Layout (format version 1; ``docs/points.md`` has the full description)::
       static/<name>  (sample,)             float32 static covariates with units (elevation, slope)
       dynamic/time   (sample, dstep)       int64   dates of the per-date covariates, seconds since 1970
       dynamic/<name> (sample, dstep)       float32 per-date covariates with units (temperature)
-      <group>/                             attrs: sensor, bands, units, scale_factor, add_offset, orbit, nodata
+      <group>/                             attrs: sensor, bands, units, scale_factor, add_offset, orbit,
+                                           nodata
         data   (sample, step, band, row, col)  stored dtype  values (physical = data * scale + offset)
         valid  (sample, step, row, col)        bool   observed (not padding, nodata, cloud, masked)
         time   (sample, step)                  int64  acquisition time, seconds since 1970 (NaT: padding)
@@ -21,7 +22,8 @@ Layout (format version 1; ``docs/points.md`` has the full description)::
 
 Each sensor group has its own ``step`` axis (its dates per sample, padded); ``row``/``col`` span the
 ``k x k`` neighbourhood (1 x 1 for single pixels). Arrays are chunked along ``sample`` only (1024 samples a
-chunk), Blosc zstd-1 with shuffle. The store is built aside and swapped in (:class:`spectravlm.io.AtomicDirectory`):
+chunk), Blosc zstd-1 with shuffle. The store is built aside and swapped in
+(:class:`spectravlm.io.AtomicDirectory`):
 an existing store is replaced only with ``overwrite``, never half-written.
 """
 
@@ -95,7 +97,9 @@ def write_points_store(
     names = [*series.groups, series.target_name, *series.static, *series.dynamic]
     clash = sorted(set(names) & _RESERVED)
     if clash:
-        raise StoreError(f"{path}: names {clash} are reserved in a points store ({', '.join(sorted(_RESERVED))})")
+        raise StoreError(
+            f"{path}: names {clash} are reserved in a points store ({', '.join(sorted(_RESERVED))})"
+        )
     with AtomicDirectory(path, overwrite=overwrite, what="points store") as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
         meta = {
@@ -108,9 +112,7 @@ def write_points_store(
             "neighbourhood": series.neighbourhood,
             "n_samples": series.n_samples,
         }
-        root.attrs.update(
-            {ROOT_KEY: meta, "title": title, "source": series.source, "Conventions": "CF-1.8"}
-        )
+        root.attrs.update({ROOT_KEY: meta, "title": title, "source": series.source, "Conventions": "CF-1.8"})
         ids = np.asarray(series.ids).astype(str)
         a = root.create_array("sample_id", shape=ids.shape, dtype=str, dimension_names=("sample",))
         a[:] = ids
@@ -118,18 +120,33 @@ def write_points_store(
         for name, values in (("x", series.x), ("y", series.y)):
             _array(root, name, values, ("sample",), {"standard_name": standard.format(name)}, np.nan)
         _array(
-            root, "spatial_ref", np.zeros((), np.int64), (), {"crs_wkt": series.crs_wkt or "", "spatial_ref": series.crs_wkt or ""}, 0
+            root,
+            "spatial_ref",
+            np.zeros((), np.int64),
+            (),
+            {"crs_wkt": series.crs_wkt or "", "spatial_ref": series.crs_wkt or ""},
+            0,
         )
         if series.target is not None:
             attrs = {"units": series.target_units, "long_name": series.target_name, "coordinates": "x y"}
             _array(root, series.target_name, series.target, ("sample",), attrs, np.nan)
             if series.target_se is not None:
-                se_attrs = {"units": series.target_units, "long_name": f"standard error of {series.target_name}"}
+                se_attrs = {
+                    "units": series.target_units,
+                    "long_name": f"standard error of {series.target_name}",
+                }
                 _array(root, f"{series.target_name}_se", series.target_se, ("sample",), se_attrs, np.nan)
         if series.static:
             sg = root.create_group("static")
             for name, cov in series.static.items():
-                _array(sg, name, cov.values, ("sample",), {"units": cov.units, "long_name": cov.long_name or name}, np.nan)
+                _array(
+                    sg,
+                    name,
+                    cov.values,
+                    ("sample",),
+                    {"units": cov.units, "long_name": cov.long_name or name},
+                    np.nan,
+                )
         if series.dynamic:
             assert series.dynamic_times is not None
             dg = root.create_group("dynamic")
@@ -156,7 +173,9 @@ def write_points_store(
             if (s.scale, s.offset) != (1.0, 0.0):
                 data_attrs |= {"scale_factor": s.scale, "add_offset": s.offset}
             _array(group, "data", s.values, ("sample", "step", "band", "row", "col"), data_attrs, fill)
-            _array(group, "valid", s.valid, ("sample", "step", "row", "col"), {"long_name": "observed"}, False)
+            _array(
+                group, "valid", s.valid, ("sample", "step", "row", "col"), {"long_name": "observed"}, False
+            )
             _array(group, "time", _times(s.times), ("sample", "step"), _time_attrs(), NAT)
             band = group.create_array("band", shape=(len(s.bands),), dtype=str, dimension_names=("band",))
             band[:] = np.array(s.bands)
@@ -239,7 +258,11 @@ def read_points_store(path: str | os.PathLike[str]) -> PixelSeries:
         out = {}
         for name in names:
             attrs = dict(zg[name].attrs)
-            out[name] = Covariate(_read(zg, name, f"{where}/{sub}"), str(attrs.get("units", "")), str(attrs.get("long_name", name)))
+            out[name] = Covariate(
+                _read(zg, name, f"{where}/{sub}"),
+                str(attrs.get("units", "")),
+                str(attrs.get("long_name", name)),
+            )
         return out
 
     dynamic = covariates("dynamic", list(meta.get("dynamic", [])))

@@ -127,7 +127,11 @@ def read_point_file(path: str | os.PathLike[str], columns: PointColumns) -> Poin
     value = _numbers(frame, columns.value, path, "target values")
     se = _numbers(frame, columns.se, path, "standard errors") if columns.se else np.full(n, np.nan)
     se = np.where(se > 0, se, np.nan)
-    date = _dates(frame, columns.date, columns.date_format, path) if columns.date else np.full(n, "NaT", "datetime64[s]")
+    date = (
+        _dates(frame, columns.date, columns.date_format, path)
+        if columns.date
+        else np.full(n, "NaT", "datetime64[s]")
+    )
     no_value = ~np.isfinite(value)
     no_xy = ~(np.isfinite(x) & np.isfinite(y))
     keep = ~no_value & ~no_xy
@@ -291,7 +295,8 @@ def _dates(frame: Any, name: str | None, fmt: str | None, path: Path) -> np.ndar
             example = text[bad].iloc[0]
             expected = f"format {fmt!r}" if fmt else "ISO 8601 dates such as 2020-06-13 (or date_format=...)"
             raise IngestError(
-                f"{path}: column {name!r} holds {int(bad.sum())} date(s) that do not parse, e.g. {example!r}; "
+                f"{path}: column {name!r} holds {int(bad.sum())} date(s) that do not parse, e.g. "
+                f"{example!r}; "
                 f"expected {expected}"
             )
     return parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype("datetime64[s]")

@@ -7,7 +7,8 @@
   (``spectravlm data sample STORE POINTS OUT``). Chunks are read tile by tile: each 256 px tile that holds
   points is decoded once per date, whatever the number of points in it.
 * :func:`draw_points`: random pixels of a store's target layer as a point table (field plots with a known
-  error): the value plus Gaussian noise of standard deviation ``noise_abs + noise_rel * value`` (clipped at 0),
+  error): the value plus Gaussian noise of standard deviation ``noise_abs + noise_rel * value`` (clipped at
+  0),
   that standard deviation as the standard error, and a random date in the store's time range. The demo
   configurations and the tests draw their sparse points this way.
 """
@@ -57,7 +58,8 @@ class SampleReport:
         """Human-readable lines."""
         shares = ", ".join(f"{g} {v:.0%} valid" for g, v in self.valid_share.items())
         return [
-            f"{self.store}: {self.points} points, {self.outside_grid} outside the grid, {self.sampled} sampled "
+            f"{self.store}: {self.points} points, {self.outside_grid} outside the grid, {self.sampled} "
+            "sampled "
             f"({shares})"
         ]
 
@@ -133,7 +135,9 @@ def sample_cubes(
 
     """
     if neighbourhood < 1 or neighbourhood % 2 == 0:
-        raise IngestError(f"neighbourhood must be an odd number of pixels (1, 3, 5, ...), got {neighbourhood}")
+        raise IngestError(
+            f"neighbourhood must be an odd number of pixels (1, 3, 5, ...), got {neighbourhood}"
+        )
     cube = CubeStore.open(store)
     grid = cube.grid
     names = list(cube.groups) if groups is None else list(groups)
@@ -144,7 +148,8 @@ def sample_cubes(
     missing = [s for s in layers if s not in cube.static]
     if missing:
         raise IngestError(
-            f"{store}: no static layer {', '.join(missing)}; static layers: {', '.join(cube.static) or '(none)'}"
+            f"{store}: no static layer {', '.join(missing)}; static layers: "
+            f"{', '.join(cube.static) or '(none)'}"
         )
     x, y = project_points(points, grid, f"{store} <- {points.name}")
     rows, cols, inside = snap_to_grid(x, y, grid)
@@ -176,7 +181,9 @@ def sample_cubes(
         v = np.asarray(arr.vindex[rows, cols], dtype=np.float32)
         if "_FillValue" in arr.attrs and arr.fill_value is not None:
             v = np.where(np.asarray(arr.vindex[rows, cols]) == arr.fill_value, np.float32(np.nan), v)
-        covariates[name] = Covariate(v, str(arr.attrs.get("units", "")), str(arr.attrs.get("long_name", name)))
+        covariates[name] = Covariate(
+            v, str(arr.attrs.get("units", "")), str(arr.attrs.get("long_name", name))
+        )
     out = PixelSeries(
         groups=series,
         x=np.asarray(x)[inside],
@@ -221,7 +228,9 @@ def draw_points(
     """
     cube = CubeStore.open(store)
     if target not in cube.targets:
-        raise IngestError(f"{store}: no target layer {target!r}; targets: {', '.join(cube.targets) or '(none)'}")
+        raise IngestError(
+            f"{store}: no target layer {target!r}; targets: {', '.join(cube.targets) or '(none)'}"
+        )
     arr = cube.targets[target]
     units = str(arr.attrs.get("units", ""))
     values = np.asarray(arr[:], dtype=np.float64)
@@ -250,14 +259,17 @@ def draw_points(
         se=np.where(sd > 0, sd, np.nan),
         date=date,
         name=target,
-        report=ReadReport([SourceCounts(f"{store}/targets/{target} (drawn, seed {seed})", len(rows), len(rows))]),
+        report=ReadReport(
+            [SourceCounts(f"{store}/targets/{target} (drawn, seed {seed})", len(rows), len(rows))]
+        ),
     )
 
 
 def write_points_file(table: PointTable, path: str | os.PathLike[str]) -> Path:
-    """Write a point table as CSV or Parquet (``x``/``y`` or ``lon``/``lat``), GeoJSON or GeoPackage, atomically.
+    """Write a point table as CSV or Parquet (``x``/``y``, ``lon``/``lat``), GeoJSON or GeoPackage (atomic).
 
-    Columns: ``<name>`` (the values), ``<name>_se``, ``date``. CSV and plain Parquet carry no CRS: points in a geographic CRS are written as ``lon``/``lat`` columns
+    Columns: ``<name>`` (the values), ``<name>_se``, ``date``. CSV and plain Parquet carry no CRS: points in
+    a geographic CRS are written as ``lon``/``lat`` columns
     (read back without further options), points in a projected CRS are converted to longitude/latitude, and
     points in pixel coordinates as ``x``/``y`` (read back with ``crs="pixel"``). Vector files keep the CRS.
     """

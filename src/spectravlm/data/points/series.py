@@ -14,7 +14,8 @@ A :class:`PixelSeries` is what the three ways in produce and what the points sto
 Each sensor group has its own dates, per sample (S1 and S2 are acquired on different days; a table may have
 an irregular, incomplete series per sample): ``times [N,T]`` padded with NaT, ``valid [N,T,k,k]`` False on
 padding, missing values, nodata and clouds. Values keep their stored encoding with the unit, scale and offset
-that make them physical (``values * scale + offset`` in ``units``), as in a cube store. Band names, sensors and
+that make them physical (``values * scale + offset`` in ``units``), as in a cube store. Band names, sensors
+and
 units are checked against the catalogue; covariates and the target need their units.
 """
 
@@ -77,7 +78,8 @@ class SeriesGroup:
             values = values[..., None, None]
         if values.ndim != 5 or values.shape[-1] != values.shape[-2]:
             raise IngestError(
-                f"{self.sensor}: values must be [N,T,C] or [N,T,C,k,k], got shape {np.asarray(self.values).shape}"
+                f"{self.sensor}: values must be [N,T,C] or [N,T,C,k,k], got shape "
+                f"{np.asarray(self.values).shape}"
             )
         n, t, c, k, _ = values.shape
         if c != len(self.bands):
@@ -131,7 +133,8 @@ class Covariate:
         self.values = np.asarray(self.values, dtype=np.float32)
         if not str(self.units).strip():
             raise IngestError(
-                f"covariate {self.long_name or '(unnamed)'}: its unit is not given (m, degree, degC, mm, 1, ...)"
+                f"covariate {self.long_name or '(unnamed)'}: its unit is not given (m, degree, degC, mm, "
+                "1, ...)"
             )
 
 
@@ -184,7 +187,9 @@ class PixelSeries:
         self.y = np.asarray(self.y, dtype=np.float64)
         if self.x.shape != (n,) or self.y.shape != (n,):
             raise IngestError(f"x and y must be [N]=({n},), got {self.x.shape} and {self.y.shape}")
-        self.ids = np.array([str(i) for i in (range(n) if self.ids is None else np.asarray(self.ids).tolist())])
+        self.ids = np.array(
+            [str(i) for i in (range(n) if self.ids is None else np.asarray(self.ids).tolist())]
+        )
         if self.ids.shape != (n,):
             raise IngestError(f"ids must be [N]=({n},), got {self.ids.shape}")
         if self.target is not None:
@@ -199,7 +204,9 @@ class PixelSeries:
                 raise IngestError(f"static covariate {name!r} must be [N]=({n},), got {cov.values.shape}")
         if self.dynamic:
             if self.dynamic_times is None:
-                raise IngestError(f"per-date covariates {list(self.dynamic)} need their dates (dynamic_times)")
+                raise IngestError(
+                    f"per-date covariates {list(self.dynamic)} need their dates (dynamic_times)"
+                )
             self.dynamic_times = np.asarray(self.dynamic_times).astype("datetime64[s]")
             for name, cov in self.dynamic.items():
                 if cov.values.shape != self.dynamic_times.shape or cov.values.shape[0] != n:
@@ -231,7 +238,8 @@ class PixelSeries:
         )
         target = "" if self.target is None else f", target {self.target_name} [{self.target_units}]"
         return (
-            f"PixelSeries(N={self.n_samples}, {self.neighbourhood}x{self.neighbourhood} px, {groups}{target}, "
+            f"PixelSeries(N={self.n_samples}, {self.neighbourhood}x{self.neighbourhood} px, "
+            f"{groups}{target}, "
             f"static {list(self.static)}, per-date {list(self.dynamic)})"
         )
 
@@ -336,7 +344,9 @@ def read_series_parquet(path: str | os.PathLike[str], columns: SeriesColumns) ->
         raise IngestError(f"{path}: cannot read it as a table: {err}") from err
     for col in (columns.sample, columns.date):
         if col not in frame.columns:
-            raise IngestError(f"{path}: no column {col!r}; the table's columns: {', '.join(map(str, frame.columns))}")
+            raise IngestError(
+                f"{path}: no column {col!r}; the table's columns: {', '.join(map(str, frame.columns))}"
+            )
     frame = frame.assign(_date=_dates(frame, columns.date, columns.date_format, path))
     if frame["_date"].isna().any():
         raise IngestError(f"{path}: column {columns.date!r} has empty dates; every row needs its date")
@@ -349,7 +359,9 @@ def read_series_parquet(path: str | os.PathLike[str], columns: SeriesColumns) ->
         prefix = f"{g}_"
         band_cols = [c for c in frame.columns if str(c).startswith(prefix)]
         if not band_cols:
-            raise IngestError(f"{path}: no band columns for group {g!r} (expected columns named {prefix}<band>)")
+            raise IngestError(
+                f"{path}: no band columns for group {g!r} (expected columns named {prefix}<band>)"
+            )
         try:
             sensor = get_sensor(sensor_name)
         except UnknownSensorError as err:
@@ -386,7 +398,8 @@ def read_series_parquet(path: str | os.PathLike[str], columns: SeriesColumns) ->
         if (seen > 1).any():
             bad = ids[int(seen.index[seen > 1][0])]
             raise IngestError(
-                f"{path}: column {col!r} ({what}) changes within sample {bad!r}; it must hold one value per sample"
+                f"{path}: column {col!r} ({what}) changes within sample {bad!r}; it must hold one value "
+                "per sample"
             )
         return pd.Series(v).groupby(codes).first().to_numpy(dtype=np.float64)
 
@@ -411,7 +424,8 @@ def read_series_parquet(path: str | os.PathLike[str], columns: SeriesColumns) ->
         dyn[codes[present], pos] = vals[present]
         dynamic_times[codes[present], pos] = frame["_date"].to_numpy()[present]
         dynamic = {
-            name: Covariate(dyn[..., i], units, name) for i, (name, units) in enumerate(columns.dynamic.items())
+            name: Covariate(dyn[..., i], units, name)
+            for i, (name, units) in enumerate(columns.dynamic.items())
         }
     return PixelSeries(
         groups=groups,

@@ -1,4 +1,4 @@
-"""Point targets in memory: :class:`PointTable` (coordinates, CRS, value, standard error, date) and its report.
+"""Point targets in memory: :class:`PointTable` (coordinates, CRS, value, error, date) and its report.
 
 Every reader of :mod:`spectravlm.data.points` (CSV, Parquet, GeoJSON/GeoPackage, GEDI L4A granules) returns
 a :class:`PointTable`: one row per point (a field plot, a GEDI shot), with
@@ -64,7 +64,8 @@ def canonical_target_units(units: str, where: str = "") -> str:
     if not text:
         prefix = f"{where}: " if where else ""
         raise IngestError(
-            f"{prefix}the unit of the target values is not given; state it (e.g. units='t/ha', --units t/ha): "
+            f"{prefix}the unit of the target values is not given; state it (e.g. units='t/ha', --units "
+            "t/ha): "
             "a unit is never guessed"
         )
     key = re.sub(r"\s+", "", text).lower().replace("^", "").replace("⁻¹", "-1")
@@ -170,7 +171,9 @@ class PointTable:
         self.date = np.asarray(self.date).astype("datetime64[s]")
         for label, arr in (("x", self.x), ("y", self.y), ("se", self.se), ("date", self.date)):
             if arr.shape != (n,):
-                raise IngestError(f"point table {self.name!r}: {label} has shape {arr.shape}, expected ({n},)")
+                raise IngestError(
+                    f"point table {self.name!r}: {label} has shape {arr.shape}, expected ({n},)"
+                )
         self.units = canonical_target_units(self.units, f"point table {self.name!r}")
 
     def __len__(self) -> int:
@@ -203,7 +206,9 @@ class PointTable:
                     f"{_origin(t)} in {t.units!r}"
                 )
             if (t.crs_wkt is None) != (first.crs_wkt is None) or (
-                t.crs_wkt is not None and first.crs_wkt is not None and not _same_crs(t.crs_wkt, first.crs_wkt)
+                t.crs_wkt is not None
+                and first.crs_wkt is not None
+                and not _same_crs(t.crs_wkt, first.crs_wkt)
             ):
                 raise IngestError(
                     f"point tables in different CRSs ({_crs_label(first.crs_wkt)}, {_crs_label(t.crs_wkt)}); "
@@ -236,10 +241,12 @@ class PointTable:
         )
 
     def to_frame(self) -> Any:
-        """A :class:`pandas.DataFrame` with columns ``x, y, value, se, date`` (CRS in ``attrs["crs_wkt"]``)."""
+        """A :class:`pandas.DataFrame` with columns ``x, y, value, se, date`` (CRS in its ``attrs``)."""
         import pandas as pd
 
-        frame = pd.DataFrame({"x": self.x, "y": self.y, "value": self.value, "se": self.se, "date": self.date})
+        frame = pd.DataFrame(
+            {"x": self.x, "y": self.y, "value": self.value, "se": self.se, "date": self.date}
+        )
         frame.attrs["crs_wkt"] = self.crs_wkt
         frame.attrs["units"] = self.units
         return frame

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from spectravlm.data.dataset import CubeDataset, EmptyWindows, MissingDates
 from spectravlm.data.datamodule import CubeDataModule
+from spectravlm.data.dataset import CubeDataset, EmptyWindows, MissingDates
 from spectravlm.data.store import CubeStore
 from spectravlm.data.windows import PAD_INDEX
 from spectravlm.errors import DataConfigError
@@ -54,17 +54,22 @@ def sparse_siblings(store: str, name: str) -> dict[str, str]:
     """
     cube = CubeStore.open(store)
     if name not in cube.targets:
-        raise DataConfigError(f"{store}: no target layer {name!r}; targets: {', '.join(cube.targets) or '(none)'}")
+        raise DataConfigError(
+            f"{store}: no target layer {name!r}; targets: {', '.join(cube.targets) or '(none)'}"
+        )
     meta = dict(cube.targets[name].attrs).get("spectravlm_points")
     if not isinstance(meta, dict) or "layers" not in meta:
         raise DataConfigError(
-            f"{store}: target {name!r} is not a sparse point layer (written by spectravlm data points attach); "
+            f"{store}: target {name!r} is not a sparse point layer (written by spectravlm data points "
+            "attach); "
             "for a dense target use CubeDataModule"
         )
     return {str(k): str(v) for k, v in meta["layers"].items()}
 
 
-def match_dates(batch: SensorStack, dates: Tensor, days: float, default_day: float | None = None) -> SensorStack:
+def match_dates(
+    batch: SensorStack, dates: Tensor, days: float, default_day: float | None = None
+) -> SensorStack:
     """Keep, in each window, only the dates within ``days`` of one of the window's point dates.
 
     Args:
@@ -103,7 +108,9 @@ def systematic_draw(weights: np.ndarray, n: int, seed: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     cum = np.cumsum(w / w.sum())
     start = np.random.default_rng(seed).uniform(0, 1.0 / n)
-    return np.minimum(np.searchsorted(cum, start + np.arange(n) / n, side="right"), len(w) - 1).astype(np.int64)
+    return np.minimum(np.searchsorted(cum, start + np.arange(n) / n, side="right"), len(w) - 1).astype(
+        np.int64
+    )
 
 
 class SparseTargetDataset(Dataset[SensorStack]):
@@ -119,7 +126,9 @@ class SparseTargetDataset(Dataset[SensorStack]):
 
     """
 
-    def __init__(self, dataset: CubeDataset, siblings: Sequence[str], index_map: np.ndarray | None = None) -> None:
+    def __init__(
+        self, dataset: CubeDataset, siblings: Sequence[str], index_map: np.ndarray | None = None
+    ) -> None:
         self.dataset = dataset
         self.siblings = tuple(siblings)
         self.index_map = index_map
@@ -162,7 +171,8 @@ class SparseTargetDataset(Dataset[SensorStack]):
     def read_batch(self, indices: Sequence[int]) -> SensorStack:
         """The windows at ``indices`` (``-1``: padding) with the sibling layers in their targets."""
         mapped = [
-            PAD_INDEX if i == PAD_INDEX else int(i if self.index_map is None else self.index_map[i]) for i in indices
+            PAD_INDEX if i == PAD_INDEX else int(i if self.index_map is None else self.index_map[i])
+            for i in indices
         ]
         batch = self.dataset.read_batch(mapped)
         self._open()
@@ -253,7 +263,9 @@ class PointsDataModule(CubeDataModule):
             world_size=world_size,
         )
         if window_weighting not in ("points", "sqrt", "uniform"):
-            raise DataConfigError(f"window_weighting must be 'points', 'sqrt' or 'uniform', got {window_weighting!r}")
+            raise DataConfigError(
+                f"window_weighting must be 'points', 'sqrt' or 'uniform', got {window_weighting!r}"
+            )
         if len(self.targets) != 1:
             raise DataConfigError(
                 f"PointsDataModule learns one sparse target layer; targets: {list(self.targets)} "
@@ -329,7 +341,9 @@ class PointsDataModule(CubeDataModule):
             if w.region not in seen:
                 region = inner.regions[w.region]
                 path = region.paths[region.targets[self.point_target]]
-                seen[w.region] = np.asarray(CubeStore.open(path).targets[self.point_target][:], dtype=np.float64)
+                seen[w.region] = np.asarray(
+                    CubeStore.open(path).targets[self.point_target][:], dtype=np.float64
+                )
                 taken[w.region] = np.zeros(seen[w.region].shape, dtype=bool)
             taken[w.region][w.slices()] = True
         out = [v[taken[r] & np.isfinite(v)] for r, v in seen.items()]
