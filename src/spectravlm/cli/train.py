@@ -20,18 +20,21 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
         The :class:`lightning.pytorch.cli.LightningCLI` object.
 
     """
+    import lightning as L
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     from spectravlm.callbacks.checkpoint_io import AtomicCheckpointIO
     from spectravlm.callbacks.summary import RunSummary
-    from spectravlm.data.datamodule import CubeDataModule
     from spectravlm.tasks.base import BaseTask
 
     class SpectraCLI(LightningCLI):
         """LightningCLI with a run folder, a task's declared data facts, checked checkpoints, atomic saves."""
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            # ``data`` takes any LightningDataModule (``class_path``: PointsDataModule, PixelSeriesDataModule);
+            # without one it is a CubeDataModule, so plain ``data: {stores: ...}`` sections keep working
+            parser.set_defaults({"data": {"class_path": "spectravlm.data.datamodule.CubeDataModule"}})
             parser.add_argument(
                 "--run_dir",
                 type=str | None,
@@ -72,8 +75,9 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
 
     return SpectraCLI(
         BaseTask,
-        CubeDataModule,
+        L.LightningDataModule,
         subclass_mode_model=True,
+        subclass_mode_data=True,
         args=None if args is None else list(args),
         run=run,
         save_config_kwargs={"overwrite": True},
@@ -103,6 +107,14 @@ def link_data_to_model(config: Any) -> None:
     module, _, name = str(model["class_path"]).rpartition(".")
     params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
     data = config["data"]
+    if data.get("init_args") is not None:  # subclass mode: class_path + init_args
+        data_class = str(data.get("class_path") or "")
+        module, _, name = data_class.rpartition(".")
+        from spectravlm.data.datamodule import CubeDataModule
+
+        if not issubclass(getattr(importlib.import_module(module), name), CubeDataModule):
+            return  # its facts reach the task when the fit starts (PixelSeriesDataModule)
+        data = data["init_args"]
     values = {
         "bands": lambda: store_bands(data["stores"], data["groups"]),
         "window_size": lambda: data["window_size"],
