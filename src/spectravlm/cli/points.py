@@ -5,6 +5,7 @@
   step printed.
 * ``points info FILES...``: read and filter only: what would be attached, per file (and per GEDI beam).
 * ``points draw STORE OUT``: random pixels of a store's target layer, with noise, as a points file (the demo).
+* ``points map STORE CHECKPOINT OUT``: the wall-to-wall map of a ``PointsTask`` checkpoint, as a GeoTIFF.
 * ``points series TABLE OUT``: a long-format pixel time-series table (Parquet or CSV) into a points store.
 * ``sample STORE POINTS OUT``: the pixel time series of a cube store at points, into a points store.
 """
@@ -85,6 +86,18 @@ def add_points_parsers(sub: Any) -> None:
     draw.add_argument("--noise-rel", type=float, default=0.0, help="plus this share of the value")
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--undated", action="store_true", help="no random dates")
+
+    pmap = psub.add_parser(
+        "map",
+        help="the wall-to-wall map of a PointsTask checkpoint over a store, as a new GeoTIFF",
+        description="Every pixel of the store, in windows of the model's window size; the store's CRS and "
+        "transform; NaN where no sensor group has a valid observation. An existing file is never replaced.",
+    )
+    pmap.add_argument("store", help="a cube store with the model's sensor groups and bands")
+    pmap.add_argument("checkpoint", help="a .ckpt of spectravlm.tasks.PointsTask")
+    pmap.add_argument("out", help="the GeoTIFF to write (.tif; must not exist)")
+    pmap.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    pmap.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
 
     series = psub.add_parser(
         "series",
@@ -205,6 +218,13 @@ def run_points(args: argparse.Namespace) -> int:
         )
         path = write_points_file(table, args.out)
         print(f"wrote {path}: {table!r}")
+    elif args.points_command == "map":
+        from spectravlm.tasks.points import PointsTask
+        from spectravlm.tasks.points_map import predict_map
+
+        task = PointsTask.load_from_checkpoint(args.checkpoint, map_location="cpu")
+        _, map_report = predict_map(task, args.store, args.out, args.batch_size, args.device)
+        print(map_report)
     elif args.points_command == "series":
         from spectravlm.data.points.pointstore import write_points_store
         from spectravlm.data.points.series import SeriesColumns, read_series_parquet
