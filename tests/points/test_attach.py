@@ -1,6 +1,8 @@
-"""Points onto a store's grid: the real GEDI granule on a synthetic store over its footprints (pyproj
-checked),
-the inverse-variance combination, the time range, and nothing written on failure."""
+"""Points onto a store's grid: the real GEDI granule on a synthetic store over its footprints.
+
+Reprojection checked against pyproj, the inverse-variance combination, the time range, and nothing written on
+failure.
+"""
 
 from __future__ import annotations
 
