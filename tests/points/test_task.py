@@ -196,7 +196,7 @@ def test_wrong_data_and_untrained_map_are_clear_errors(points_store, tmp_path):
     task = _task(points_store)
     trainer = _trainer(1, limit_train_batches=1, limit_val_batches=1)
     cube_dm = CubeDataModule(
-        [str(points_store)], groups=["s2", "s1"], targets=["agb"], window_size=32, block_size=64, num_workers=0
+        [str(points_store)], groups=["s2", "s1"], targets=["agb"], window_size=32, block_size=64, batch_size=4
     )
     with pytest.raises(ModelConfigError, match=r"use spectravlm\.data\.points\.PointsDataModule"):
         trainer.fit(task, cube_dm)

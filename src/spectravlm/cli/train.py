@@ -32,7 +32,7 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
         """LightningCLI with a run folder, a task's declared data facts, checked checkpoints, atomic saves."""
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            # ``data`` takes any LightningDataModule (``class_path``: PointsDataModule, PixelSeriesDataModule);
+            # ``data`` takes any LightningDataModule (class_path: PointsDataModule, PixelSeriesDataModule);
             # without one it is a CubeDataModule, so plain ``data: {stores: ...}`` sections keep working
             parser.set_defaults({"data": {"class_path": "spectravlm.data.datamodule.CubeDataModule"}})
             parser.add_argument(
