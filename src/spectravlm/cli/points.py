@@ -196,14 +196,14 @@ def run_points(args: argparse.Namespace) -> int:
         from spectravlm.data.points import attach_points
 
         table = _read(args, args.files)
-        report = attach_points(
+        attached = attach_points(
             args.store,
             table,
             name=args.name,
             time_margin_days=None if args.no_time_check else args.time_margin,
             overwrite=args.overwrite,
         )
-        for line in report.lines():
+        for line in attached.lines():
             print(line)
     elif args.points_command == "info":
         table = _read(args, args.files)

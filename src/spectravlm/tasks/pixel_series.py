@@ -435,7 +435,8 @@ class PixelSeriesTask(BaseTask):
             raise ModelConfigError("the pixel-series data does not fit the model: " + "; ".join(diffs))
         if self.model is None:
             self._build()
-            self.model.to(self.device)  # type: ignore[union-attr]
+            assert self.model is not None
+            self.model.to(self.device)
 
     # ---- steps ------------------------------------------------------------------------------------------
 

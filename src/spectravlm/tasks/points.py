@@ -152,6 +152,13 @@ class PointMetrics(Metric):
     """
 
     full_state_update = False
+    n: Tensor
+    err: Tensor
+    abs_err: Tensor
+    sq_err: Tensor
+    y: Tensor
+    y2: Tensor
+    base_sq: Tensor
 
     def __init__(self, train_mean: float = 0.0) -> None:
         super().__init__()
@@ -159,7 +166,7 @@ class PointMetrics(Metric):
         for name in ("n", "err", "abs_err", "sq_err", "y", "y2", "base_sq"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: Tensor, target: Tensor, mask: Tensor) -> None:  # type: ignore[override]
+    def update(self, pred: Tensor, target: Tensor, mask: Tensor) -> None:
         """Add the points in ``mask`` (``pred`` and ``target`` in target units, any matching shape)."""
         p = pred.detach().double()[mask]
         y = target.detach().double()[mask]
@@ -172,7 +179,7 @@ class PointMetrics(Metric):
         self.y2 += (y**2).sum()
         self.base_sq += ((self.train_mean - y) ** 2).sum()
 
-    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+    def compute(self) -> dict[str, Tensor]:
         """``rmse``, ``mae``, ``bias`` (mean of prediction - target), ``r2``, ``baseline_rmse``, ``n``."""
         n = self.n.clamp_min(1)
         sst = self.y2 - self.y**2 / n

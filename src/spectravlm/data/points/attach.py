@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from spectravlm.data.points.table import PointTable
 from spectravlm.data.store import CubeStore, Grid, StoreTransaction
@@ -345,7 +346,9 @@ def attach_points(
             if units == DAYS_UNITS:
                 extra["calendar"] = "proleptic_gregorian"
             assert tx.root is not None
-            tx.root["targets"][layer].attrs.update(extra)
+            written = tx.root["targets"]
+            assert isinstance(written, zarr.Group)
+            written[layer].attrs.update(extra)
     return report
 
 

@@ -115,7 +115,7 @@ def _granules(path: Path) -> Iterator[list[tuple[str, Path]]]:
                 raise IngestError(
                     f"{path}: a zip without any .h5 member; expected GEDI L4A granules (GEDI04_A_*.h5)"
                 )
-            out = []
+            out: list[tuple[str, Path]] = []
             for m in members:
                 target = Path(tmp) / f"{len(out)}_{Path(m).name}"
                 with zf.open(m) as src, open(target, "wb") as dst:

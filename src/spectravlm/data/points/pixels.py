@@ -284,7 +284,11 @@ class PixelSeriesDataModule(L.LightningDataModule):
         self.static = None if static is None else list(static)
         self.dynamic = None if dynamic is None else list(dynamic)
         self.block_size = block_size
-        self.split_fractions = tuple(split_fractions)
+        self.split_fractions = (
+            float(split_fractions[0]),
+            float(split_fractions[1]),
+            float(split_fractions[2]),
+        )
         self.seed = seed
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -302,11 +306,12 @@ class PixelSeriesDataModule(L.LightningDataModule):
         series = read_points_store(self.store)
         self.series = series
         groups = list(series.groups) if self.groups is None else self.groups
-        for name, have, kind in (
+        checks: tuple[tuple[str, Any, str], ...] = (
             *((g, series.groups, "sensor group") for g in groups),
             *((n, series.static, "static covariate") for n in (self.static or [])),
             *((n, series.dynamic, "per-date covariate") for n in (self.dynamic or [])),
-        ):
+        )
+        for name, have, kind in checks:
             if name not in have:
                 raise DataConfigError(
                     f"{self.store}: no {kind} {name!r}; the store has {', '.join(have) or '(none)'}"

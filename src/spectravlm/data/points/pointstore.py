@@ -102,7 +102,7 @@ def write_points_store(
         )
     with AtomicDirectory(path, overwrite=overwrite, what="points store") as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=3)
-        meta = {
+        meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "groups": list(series.groups),
             "target": series.target_name if series.target is not None else None,
@@ -169,7 +169,7 @@ def write_points_store(
                 },
             )
             fill: Any = s.nodata if s.nodata is not None else (np.nan if s.values.dtype.kind == "f" else 0)
-            data_attrs = {"units": s.units, "long_name": f"{s.sensor} values"}
+            data_attrs: dict[str, Any] = {"units": s.units, "long_name": f"{s.sensor} values"}
             if (s.scale, s.offset) != (1.0, 0.0):
                 data_attrs |= {"scale_factor": s.scale, "add_offset": s.offset}
             _array(group, "data", s.values, ("sample", "step", "band", "row", "col"), data_attrs, fill)
@@ -188,7 +188,9 @@ def write_points_store(
 def _read(group: zarr.Group, name: str, where: str) -> np.ndarray:
     if name not in group:
         raise StoreError(f"{where}: array {name!r} is missing (not a complete points store)")
-    return np.asarray(group[name][...])
+    array = group[name]
+    assert isinstance(array, zarr.Array)
+    return np.asarray(array[...])
 
 
 def _from_times(values: np.ndarray) -> np.ndarray:
@@ -227,7 +229,7 @@ def read_points_store(path: str | os.PathLike[str]) -> PixelSeries:
     for g in meta["groups"]:
         zg = root[g]
         assert isinstance(zg, zarr.Group)
-        attrs = dict(zg.attrs)
+        attrs: dict[str, Any] = dict(zg.attrs)
         groups[g] = SeriesGroup(
             sensor=str(attrs["sensor"]),
             bands=[str(b) for b in attrs["bands"]],

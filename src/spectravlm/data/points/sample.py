@@ -244,7 +244,7 @@ def draw_points(
     sd = noise_abs + noise_rel * np.abs(true)
     value = np.clip(true + rng.standard_normal(len(true)) * sd, 0.0, None)
     grid = cube.grid
-    x, y = grid.transform @ (cols + 0.5, rows + 0.5)
+    x, y = grid.transform @ (cols + 0.5, rows + 0.5)  # type: ignore[operator]
     date = np.full(len(rows), "NaT", dtype="datetime64[s]")
     span = store_time_range(cube)
     if dated and span is not None:
