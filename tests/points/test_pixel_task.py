@@ -59,3 +59,14 @@ def test_pixel_series_regression_beats_the_mean_on_the_real_chip(chip_pixels, tm
     again.eval()
     with torch.no_grad():
         torch.testing.assert_close(again(batch), task(batch))
+
+
+def test_pixel_series_config_builds(chip_pixels):
+    from pathlib import Path
+
+    from spectravlm.cli.train import lightning_cli
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "pixel_series_demo.yaml"
+    cli = lightning_cli(["--config", str(config), f"--data.init_args.store={chip_pixels}"], run=False)
+    assert isinstance(cli.model, PixelSeriesTask) and isinstance(cli.datamodule, PixelSeriesDataModule)
+    assert cli.datamodule.store == str(chip_pixels) and cli.model.hparams["temporal"] == "encoder"
