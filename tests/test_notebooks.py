@@ -14,7 +14,8 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-QUICK = {"03_pretrain.ipynb": "EPOCHS = 1"}  # settings for the run over the real store
+# settings for the run over the real store
+QUICK = {"03_pretrain.ipynb": "EPOCHS = 1", "05_points.ipynb": "EPOCHS = 3"}
 
 
 def _run(path: Path, overrides: str = "") -> nbformat.NotebookNode:

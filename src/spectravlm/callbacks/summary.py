@@ -57,7 +57,14 @@ class RunSummary(L.Callback):
         lines = ["spectravlm run summary"]
         dm: Any = getattr(trainer, "datamodule", None)
         datasets = getattr(dm, "datasets", None) or {}
-        if datasets:
+        splits = getattr(dm, "splits", None)
+        if splits and not hasattr(datasets.get("train"), "regions"):  # a points store (pixel time series)
+            n = {k: len(v) for k, v in splits.items()}
+            lines.append(
+                f"  points store: {dm.store}; samples: train {n['train']}, val {n['val']}, test {n['test']} "
+                f"(blocks of {dm.block_size:g}, fractions {tuple(dm.split_fractions)})"
+            )
+        elif datasets:
             train = datasets["train"]
             lines.append(f"  stores: {', '.join(' + '.join(r.paths) for r in train.regions)}")
             for name, info in train.groups.items():

@@ -53,6 +53,10 @@ def _data_parser() -> argparse.ArgumentParser:
     _ingest_s1_grd_parser(isub)
     _ingest_npy_parser(isub)
     _ingest_static_parser(isub)
+
+    from spectravlm.cli.points import add_points_parsers
+
+    add_points_parsers(sub)  # points (attach, info, draw, series) and sample: docs/points.md
     return parser
 
 
@@ -577,6 +581,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                     )
                 else:
                     print(f"{group} {band}: no valid pixels")
+    elif args.command in ("points", "sample"):
+        from spectravlm.cli.points import run_points
+
+        return run_points(args)
     elif args.command == "ingest":
         path = _run_ingest(args)
         if path:

@@ -20,18 +20,21 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
         The :class:`lightning.pytorch.cli.LightningCLI` object.
 
     """
+    import lightning as L
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     from spectravlm.callbacks.checkpoint_io import AtomicCheckpointIO
     from spectravlm.callbacks.summary import RunSummary
-    from spectravlm.data.datamodule import CubeDataModule
     from spectravlm.tasks.base import BaseTask
 
     class SpectraCLI(LightningCLI):
         """LightningCLI with a run folder, a task's declared data facts, checked checkpoints, atomic saves."""
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            # ``data`` takes any LightningDataModule (class_path: PointsDataModule, PixelSeriesDataModule);
+            # without one it is a CubeDataModule, so plain ``data: {stores: ...}`` sections keep working
+            parser.set_defaults({"data": {"class_path": "spectravlm.data.datamodule.CubeDataModule"}})
             parser.add_argument(
                 "--run_dir",
                 type=str | None,
@@ -70,49 +73,17 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
                 trainer.callbacks.append(RunSummary())
             return trainer
 
-    import sys
-
-    import lightning as L
-
-    argv = list(sys.argv[1:] if args is None else args)
-    any_data = data_class_given(argv)
     return SpectraCLI(
         BaseTask,
-        L.LightningDataModule if any_data else CubeDataModule,
+        L.LightningDataModule,
         subclass_mode_model=True,
-        subclass_mode_data=any_data,
+        subclass_mode_data=True,
         args=None if args is None else list(args),
         run=run,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         load_from_checkpoint_support=False,  # a checkpoint never silently replaces the config's model
     )
-
-
-def data_class_given(argv: Sequence[str]) -> bool:
-    """Whether the arguments name the data module's class (``data.class_path`` in a config or flag).
-
-    Without one, ``data`` is :class:`~spectravlm.data.datamodule.CubeDataModule`'s arguments (the pretraining
-    and regression configs); with one, any ``LightningDataModule`` (``QADataModule`` for the VLM).
-    """
-    import yaml
-
-    configs: list[str] = []
-    for k, arg in enumerate(argv):
-        if arg.startswith(("--data.class_path", "--data=")):
-            return True
-        if arg in ("--config", "-c") and k + 1 < len(argv):
-            configs.append(argv[k + 1])
-        elif arg.startswith("--config="):
-            configs.append(arg.split("=", 1)[1])
-    for path in configs:
-        try:
-            doc = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError):
-            continue  # LightningCLI reports it
-        if isinstance(doc, dict) and isinstance(doc.get("data"), dict) and "class_path" in doc["data"]:
-            return True
-    return False
 
 
 LINKED = ("bands", "window_size", "seed")
@@ -136,7 +107,7 @@ def link_data_to_model(config: Any) -> None:
     module, _, name = str(model["class_path"]).rpartition(".")
     params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
     data = config["data"]
-    if data is not None and data.get("class_path") is not None:  # subclass mode (QADataModule: seed only)
+    if data is not None and data.get("class_path") is not None:  # any data module: link what it has
         data = data.get("init_args") or {}
     needs = {"bands": ("stores", "groups"), "window_size": ("window_size",), "seed": ("seed",)}
     values = {
