@@ -58,7 +58,8 @@ class RunSummary(L.Callback):
         dm: Any = getattr(trainer, "datamodule", None)
         datasets = getattr(dm, "datasets", None) or {}
         splits = getattr(dm, "splits", None)
-        if splits and not hasattr(datasets.get("train"), "regions"):  # a points store (pixel time series)
+        points_store = hasattr(dm, "store") and not hasattr(datasets.get("train"), "regions")
+        if splits and points_store:  # a points store (pixel time series)
             n = {k: len(v) for k, v in splits.items()}
             lines.append(
                 f"  points store: {dm.store}; samples: train {n['train']}, val {n['val']}, test {n['test']} "
