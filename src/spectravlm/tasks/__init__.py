@@ -2,5 +2,6 @@
 
 from spectravlm.tasks.base import BaseTask
 from spectravlm.tasks.pretrain import PretrainTask
+from spectravlm.tasks.regression import RegressionTask as RegressionTask
 
 __all__ = ["BaseTask", "PretrainTask"]
