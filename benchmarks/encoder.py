@@ -59,8 +59,12 @@ def main() -> None:
         raw,
         torch.zeros(b, 1, dtype=torch.long),
         torch.ones(b, 1, size, size, dtype=torch.bool),
+        units="reflectance",
+        scale=1e-4,  # S2 digital numbers, as the loader delivers them, with its host-side facts
+        all_valid=True,
+        finite=True,
     )
-    x = prepare_optical(series).values[:, 0]  # normalised [B,C,H,W] for the peers
+    x = prepare_optical(series).normalised().values[:, 0]  # normalised [B,C,H,W] for the peers
     wavelengths_um = [s2.band(n).wavelength_nm / 1000 for n in bands]  # type: ignore[operator]
 
     ours = spectral_encoder_small(sensors=("sentinel2_l2a",))

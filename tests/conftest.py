@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import demo_bands, demo_batch, demo_store  # noqa: F401 (shared fixtures)
+
 SHARED_DATA = Path(
     os.environ.get("SPECTRAVLM_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
 )
@@ -50,3 +52,15 @@ def bigearthnet_dir() -> Path:
 def s1_grd_dir() -> Path:
     """A real Sentinel-1 IW GRD scene (VV+VH, GCP-georeferenced, downsampled)."""
     return _shared("rio-tiler-pds-s1/S1A_IW_GRDH_1SDV_20180716T004042_20180716T004107_022812_02792A_FD5B")
+
+
+@pytest.fixture(scope="session")
+def bigearthnet_patches(bigearthnet_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The BigEarthNet v1.0 S1/S2 example archives, extracted once (``BigEarthNet-S*-Example/<patch>/``)."""
+    import tarfile
+
+    root = tmp_path_factory.mktemp("bigearthnet-patches")
+    for name in ("BigEarthNet-S1-Example.tar.bz2", "BigEarthNet-S2-Example.tar.bz2"):
+        with tarfile.open(bigearthnet_dir / name) as tar:
+            tar.extractall(root, filter="data")
+    return root

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from spectravlm.data.datamodule import CubeDataModule
 from spectravlm.data.demo import write_demo_store
+from spectravlm.encoders.spectral import task_encoder
 from spectravlm.stack import SensorStack
+from spectravlm.tasks.base import BaseTask
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +112,107 @@ def train_losses(csv_dir: Path) -> dict[int, float]:
     runs = sorted(csv_dir.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     rows = csv.DictReader((runs[-1] / "metrics.csv").open())
     return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+class ProbeTask(BaseTask):
+    """A minimal non-pretraining task with an encoder: the mean target of a window from pooled features.
+
+    Used to test what every encoder task gets from :class:`BaseTask` (loading a pretrained encoder,
+    parameter groups, freezing, export, CLI arguments). It declares ``bands`` but not ``window_size``.
+    """
+
+    def __init__(
+        self,
+        bands: dict[str, list[str]] | None = None,
+        target: str = "agb",
+        encoder: str = "test",
+        patch_size: int = 8,
+        init_encoder: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        encoder_lr_mult: float = 1.0,
+        layer_decay: float | None = None,
+        encoder_trainable: str | int = "all",
+        refit_statistics: bool | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        self._encoder = task_encoder(
+            hp.encoder, hp.patch_size, "wavelength", "joint", 2, 0.0, False, hp.init_encoder
+        )
+        self.encoder_loaded = hp.init_encoder is not None
+        self.head = torch.nn.Linear(self._encoder.dim, 1)
+
+    @property
+    def encoder(self):  # type: ignore[no-untyped-def]
+        return self._encoder
+
+    def training_step(self, batch: SensorStack, batch_idx: int) -> torch.Tensor:
+        target = batch.targets[self.hparams.target].nanmean(dim=(1, 2))
+        pred = self.head(self._encoder(batch)).squeeze(-1)
+        ok = torch.isfinite(target)
+        return ((pred - target.nan_to_num()) ** 2 * ok).sum() / ok.sum().clamp_min(1)
+
+
+class KillAt(L.Callback):
+    """SIGKILL this process when the training loop is about to start the step after ``step``.
+
+    The checkpoint written at the end of step ``step`` (``ModelCheckpoint`` saves in ``on_train_batch_end``
+    and at epoch ends) is complete by then, so a test can kill a real process at a known point, without
+    sleeping or polling.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    ) -> None:  # type: ignore[no-untyped-def]
+        if trainer.global_step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# CUDA's autocast runs these in bf16/fp16 too; the CPU's autocast leaves them in float32 (torch's
+# autocast op lists), so a CPU test under autocast alone would miss a precision bug on the GPU.
+_CUDA_ONLY_LOWER_PRECISION = {
+    torch.einsum, torch.mv, torch.addmv, torch.addr, torch.chain_matmul, torch.linalg.multi_dot,
+}  # fmt: skip
+
+
+class CudaAutocast(torch.overrides.TorchFunctionMode):
+    """CPU bf16 autocast plus CUDA's extra bf16 ops: catches GPU-only autocast bugs on a CPU.
+
+    Inside an enabled CPU autocast region, the ops that CUDA's autocast lowers and the CPU's does not
+    get their float32 tensor arguments cast to bfloat16, as they would on a GPU; anything that turns
+    autocast off (``torch.autocast(..., enabled=False)``) is left alone, as on a GPU.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _CUDA_ONLY_LOWER_PRECISION and torch.is_autocast_enabled("cpu"):
+
+            def low(x):
+                if isinstance(x, torch.Tensor) and x.dtype == torch.float32:
+                    return x.to(torch.bfloat16)
+                if isinstance(x, (list, tuple)):
+                    return type(x)(low(v) for v in x)
+                return x
+
+            args = tuple(low(a) for a in args)
+        return func(*args, **kwargs)
+
+
+def cuda_autocast():
+    """Enter CPU bf16 autocast with CUDA's op list (:class:`CudaAutocast`): ``with cuda_autocast(): ...``."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+    stack.enter_context(CudaAutocast())
+    return stack

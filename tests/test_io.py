@@ -17,24 +17,53 @@ from spectravlm.io import clean_stale_partials
 
 MB = 1 << 20
 # Saves checkpoints {"i": i, "payload": float32 tensor filled with i} to argv[1] in a loop, with our IO or
-# Lightning's default (argv[2]); prints "saved i" after each.
+# Lightning's default (argv[2]); prints "saved i" after each. With argv[4] = "mid" or "rename", the second
+# save stops at a known point (halfway through writing the file, or just before the rename onto the final
+# path), prints where it stopped and waits for its stdin: the test then kills it there.
 WRITER = """
-import sys, torch
+import os, sys, torch
 if sys.argv[2] == "atomic":  # what AtomicCheckpointIO.save_checkpoint calls for a local path
     from spectravlm.io import atomic_torch_save as save
 else:
     from lightning.pytorch.plugins.io import TorchCheckpointIO
     save = TorchCheckpointIO().save_checkpoint
 n = int(sys.argv[3]) // 4
+stop = sys.argv[4] if len(sys.argv) > 4 else ""
+
+def wait(where):
+    print(where, flush=True)
+    sys.stdin.read()  # never returns before the kill
+
+real_save, real_replace = torch.save, os.replace
+
+class Halfway:  # a file that stops halfway through the checkpoint
+    def __init__(self, f):
+        self.f, self.done = f, 0
+    def write(self, b):
+        if self.done + len(b) > int(sys.argv[3]) // 2:
+            self.f.flush()
+            wait("mid")
+        self.done += len(b)
+        return self.f.write(b)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
 for i in range(1, 1000):
+    if i == 2 and stop == "mid":
+        torch.save = lambda obj, f: real_save(obj, Halfway(f))
+    if i == 2 and stop == "rename":
+        os.replace = lambda a, b: (wait("rename"), real_replace(a, b))
     save({"i": i, "payload": torch.full((n,), float(i))}, sys.argv[1])
     print("saved", i, flush=True)
 """
 
 
-def _writer(path: Path, kind: str, nbytes: int, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _writer(
+    path: Path, kind: str, nbytes: int, env: dict[str, str] | None = None, stop: str = ""
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path), kind, str(nbytes)],
+        [sys.executable, "-c", WRITER, str(path), kind, str(nbytes), stop],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ | (env or {}),
@@ -48,23 +77,23 @@ def _complete(path: Path, nbytes: int) -> int:
     return int(ckpt["i"])
 
 
-def test_sigkill_during_atomic_saves_leaves_a_complete_checkpoint(tmp_path):
-    path, nbytes = tmp_path / "last.ckpt", 48 * MB
-    mid_write = 0
-    for delay in (0.0, 0.07, 0.15, 0.26):
-        proc = _writer(path, "atomic", nbytes)  # its first save also removes the previous writer's partial
-        assert proc.stdout is not None
-        proc.stdout.readline()  # one save done: the file exists; now kill during a later one
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        _complete(path, nbytes)  # the final path holds a whole checkpoint, whenever the kill came
-        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["last.ckpt"]
-        partials = list(tmp_path.glob(".last.ckpt.*.partial"))
-        mid_write += bool(partials)
-    assert mid_write >= 1  # at least one kill landed in the middle of a write
+@pytest.mark.parametrize("stop", ["mid", "rename"])
+def test_sigkill_during_an_atomic_save_leaves_the_previous_complete_checkpoint(tmp_path, stop):
+    path, nbytes = tmp_path / "last.ckpt", 8 * MB
+    proc = _writer(path, "atomic", nbytes, stop=stop)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().split() == ["saved", "1"]
+    assert proc.stdout.readline().strip() == stop  # the second save stopped where the test wants it
+    partials = list(tmp_path.glob(".last.ckpt.*.partial"))
+    if stop == "mid":
+        assert len(partials) == 1 and 0 < partials[0].stat().st_size < nbytes  # half written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert _complete(path, nbytes) == 1  # the final path still holds the whole first checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["last.ckpt"]
     removed = clean_stale_partials(tmp_path)  # files of dead writers are cleaned by the next save
-    assert removed == partials and not list(tmp_path.glob(".*partial"))
+    assert removed == partials and len(removed) == 1 and not list(tmp_path.glob(".*partial"))
 
 
 def test_atomic_io_saves_and_loads_like_lightning(tmp_path):

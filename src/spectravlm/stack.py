@@ -53,8 +53,9 @@ class SensorSeries:
         all_valid: host-side fact, ``True`` when every pixel of ``valid`` is True, ``False`` when some is
             not, ``None`` when unknown. The loader sets it on the CPU so that models need no
             device-to-host synchronisation to choose their fast path.
-        finite: ``True`` when ``values`` is known to be finite wherever ``valid`` (the loader marks
-            non-finite pixels invalid), so that models skip their own check.
+        finite: ``True`` when the loader vouches for ``values``: finite wherever ``valid`` (it marks
+            non-finite pixels invalid) and, for SAR, consistent with ``units`` (it checks the first window
+            of each group on the CPU), so that models skip their own checks.
 
     """
 
@@ -102,7 +103,7 @@ class SensorSeries:
         return self.valid.flatten(2).any(-1)
 
     def __repr__(self) -> str:
-        b, t, c, h, w = self.values.shape
+        b, t, _, h, w = self.values.shape
         affine = "" if (self.scale, self.offset) == (1.0, 0.0) else f" x{self.scale:g}{self.offset:+g}"
         return (
             f"SensorSeries({self.sensor}, B={b} T={t} {h}x{w} px, bands {','.join(self.bands)}, "

@@ -1,4 +1,4 @@
-"""CubeDataModule: block split, units and statistics, augmentation shared across sensors/dates/targets, fit."""
+"""CubeDataModule: block split, units and statistics, augmentation shared by sensors/dates/targets, fit."""
 
 from pathlib import Path
 

@@ -308,3 +308,30 @@ def test_batched_fetch_equals_single_reads(holes_store):
         assert torch.equal(batch[g].valid, singles[g].valid) and torch.equal(batch[g].times, singles[g].times)
     assert torch.equal(batch.targets["agb"].isnan(), singles.targets["agb"].isnan())
     assert batch.targets["agb"][1].isnan().all() and not batch["s2"].valid[1].any()
+
+
+@pytest.mark.parametrize("policy", ["mask", "skip"])
+def test_the_quality_mask_drives_validity_in_the_loader(tmp_path, policy):
+    """A group's ``mask`` layer (from SCL classes) marks pixels invalid in batches, as in the statistics."""
+    from spectravlm.data.store import Grid, SensorCube, StoreTransaction
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 4000, (3, 2, 64, 64), dtype=np.uint16)
+    mask = np.zeros((3, 64, 64), dtype=np.uint8)
+    mask[0, :10, :20] = 1  # date 0: a cloud shadow corner
+    mask[1] = 1  # date 1: fully masked (e.g. SCL says cloud everywhere)
+    times = np.array(["2020-06-01", "2020-06-11", "2020-06-21"], dtype="datetime64[s]")
+    cube = SensorCube("sentinel2_l2a", ("B04", "B08"), data, times, Grid(64, 64), units="reflectance",
+                      scale_factor=1e-4, mask=mask, mask_rule="SCL classes 3, 8, 9")  # fmt: skip
+    store = tmp_path / "m.zarr"
+    with StoreTransaction(store) as tx:
+        tx.write_sensor("s2", cube)
+    ds = CubeDataset([str(store)], groups=["s2"], window_size=64, missing_dates=policy, n_times=3)
+    s2 = ds[0]["s2"]
+    if policy == "mask":
+        np.testing.assert_array_equal(s2.valid[0].numpy(), mask == 0)
+        assert s2.all_valid is False
+    else:  # the fully masked date is dropped, from the quality layer alone
+        assert s2.times[0, :2].tolist() == (times[[0, 2]].astype("datetime64[D]").astype(np.int64)).tolist()
+        np.testing.assert_array_equal(s2.valid[0, :2].numpy(), mask[[0, 2]] == 0)
+        assert not s2.valid[0, 2].any()  # padding

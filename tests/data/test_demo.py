@@ -51,3 +51,29 @@ def test_cli_demo_writes_store_with_stats(tmp_path, capsys):
     assert "SYNTHETIC" in capsys.readouterr().out
     assert main(["data", "demo", str(path), "--size", "128"]) == 1  # exists, no --overwrite
     assert "already exists" in capsys.readouterr().err
+
+
+def test_the_demo_store_never_replaces_other_data(tmp_path):
+    from spectravlm.data.demo import write_demo_store
+    from spectravlm.data.store import Grid, SensorCube, StoreTransaction
+    from spectravlm.errors import StoreExistsError
+
+    real = tmp_path / "real.zarr"
+    with StoreTransaction(real) as tx:
+        tx.write_sensor(
+            "s2",
+            SensorCube("sentinel2_l2a", ("B04",), np.ones((1, 1, 8, 8), np.uint16),
+                       np.array(["2020-01-01"], "datetime64[s]"), Grid(8, 8), units="reflectance",
+                       scale_factor=1e-4),
+        )  # fmt: skip
+    before = sorted((p.relative_to(real), p.stat().st_mtime_ns) for p in real.rglob("*"))
+    with pytest.raises(StoreExistsError, match="not a synthetic demo store"):
+        write_demo_store(real, size=64, overwrite=True)
+    other = tmp_path / "notes"
+    other.mkdir()
+    with pytest.raises(StoreExistsError):
+        write_demo_store(other, size=64, overwrite=True)
+    assert sorted((p.relative_to(real), p.stat().st_mtime_ns) for p in real.rglob("*")) == before
+    demo = tmp_path / "demo.zarr"
+    write_demo_store(demo, size=64)
+    write_demo_store(demo, size=64, seed=1, overwrite=True)  # an earlier demo store may be replaced

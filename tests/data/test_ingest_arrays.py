@@ -145,4 +145,4 @@ def test_cli_npy(eolearn: dict, eolearn_dir: Path, tmp_path: Path, capsys: pytes
     assert "already exists" in capsys.readouterr().err
     bad = [a if a != "t y x c" else "t c y x" for a in args] + ["--overwrite"]
     assert main(bad) == 1
-    assert "data has 101 bands, expected 13" in capsys.readouterr().err  # wrong --axes: caught by band count
+    assert "fits --axes 't y x c'" in capsys.readouterr().err  # wrong --axes: the message names the right one

@@ -80,3 +80,56 @@ def test_wrong_band_count(biomassters_dir, tmp_path):
     (chip / "0060c0a5_S1_03.tif").symlink_to(biomassters_dir / "0060c0a5_S2_03.tif")
     with pytest.raises(IngestError, match=r"0060c0a5_S1_03.tif: 11 bands, expected 4"):
         ingest_biomassters(chip, tmp_path / "x.zarr", progress=False)
+
+
+def _chip_folder(biomassters_dir, root, n_good=4, bad=True):
+    """A challenge-like layout: features/ with every chip's monthly files, agbm/ with the targets. The real
+    chip is linked under ``n_good`` ids; with ``bad``, one more chip has an S1 file in place of an S2 one."""
+    features, agbm = root / "features", root / "agbm"
+    features.mkdir()
+    agbm.mkdir()
+    ids = [f"c{k:07d}" for k in range(n_good)] + (["bad00000"] if bad else [])
+    for chip in ids:
+        for f in biomassters_dir.iterdir():
+            name = f.name.replace("0060c0a5", chip)
+            target = agbm if "agbm" in name else features
+            src = f
+            if chip == "bad00000" and name.endswith("_S2_03.tif"):
+                src = biomassters_dir / "0060c0a5_S1_03.tif"
+            (target / name).symlink_to(src)
+    return features, agbm, ids
+
+
+def test_folder_of_chips_one_store_each_with_failure_summary(biomassters_dir, bm_store, tmp_path):
+    from spectravlm.data.ingest.biomassters import FAILURES_FILE, ingest_biomassters_folder
+
+    features, agbm, ids = _chip_folder(biomassters_dir, tmp_path)
+    out = tmp_path / "stores"
+    report = ingest_biomassters_folder(features, out, agbm_dir=agbm, workers=2, progress=False)
+    assert report.written == ids[:4] and report.skipped == []
+    assert list(report.failed) == ["bad00000"] and "4 bands, expected 11" in report.failed["bad00000"]
+    assert "bad00000" in (out / FAILURES_FILE).read_text()
+    ref = CubeStore.open(bm_store)
+    for chip in ids[:4]:  # each store is what the single-chip ingest writes
+        got = CubeStore.open(out / f"{chip}.zarr")
+        np.testing.assert_array_equal(got["s2"].data[:], ref["s2"].data[:])
+        np.testing.assert_array_equal(got.targets["agb"][:], ref.targets["agb"][:])
+        assert got["s2"].stats["B02"] == ref["s2"].stats["B02"]
+    assert not (out / "bad00000.zarr").exists()
+    again = ingest_biomassters_folder(features, out, agbm_dir=agbm, workers=1, progress=False)
+    assert again.skipped == ids[:4] and again.written == [] and list(again.failed) == ["bad00000"]
+    assert "4 chips ingested, 0 already there, 1 failed" in report.summary()
+
+
+def test_cli_folder_of_chips(biomassters_dir, tmp_path, capsys):
+    from spectravlm.cli import main
+
+    features, agbm, ids = _chip_folder(biomassters_dir, tmp_path, n_good=2, bad=False)
+    args = ["data", "ingest", "biomassters", str(features), str(tmp_path / "out"), "--agbm-dir", str(agbm)]
+    assert main([*args, "--workers", "1"]) == 0
+    assert "2 chips ingested, 0 already there, 0 failed" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{c}.zarr" for c in ids]
+    one = tmp_path / "one.zarr"  # --chip-id: one chip of the folder into one store
+    assert main(["data", "ingest", "biomassters", str(features), str(one), "--agbm-dir", str(agbm),
+                 "--chip-id", ids[1]]) == 0  # fmt: skip
+    assert f"BioMassters chip {ids[1]}" in capsys.readouterr().out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +29,6 @@ S1_TIME_RE = r"_(\d{8}T\d{6})_"
 S1_POL_RE = r"_(VV|VH)\.tif$"
 
 
-@pytest.fixture(scope="session")
-def ben(bigearthnet_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    """The six BigEarthNet S1/S2 pairs, extracted once: dirs and json metadata."""
-    root = tmp_path_factory.mktemp("bigearthnet")
-    for name in ("BigEarthNet-S1-Example.tar.bz2", "BigEarthNet-S2-Example.tar.bz2"):
-        with tarfile.open(bigearthnet_dir / name) as tar:
-            tar.extractall(root, filter="data")
-    pairs = []
-    for s1_dir in sorted((root / "BigEarthNet-S1-Example").iterdir()):
-        s1_meta = json.loads(next(s1_dir.glob("*_labels_metadata.json")).read_text())
-        s2_dir = root / "BigEarthNet-S2-Example" / s1_meta["corresponding_s2_patch"]
-        s2_meta = json.loads(next(s2_dir.glob("*_labels_metadata.json")).read_text())
-        pairs.append({"s1": s1_dir, "s2": s2_dir, "s1_meta": s1_meta, "s2_meta": s2_meta})
-    assert len(pairs) == 6
-    return pairs
-
-
 def _band_file(d: Path, band: str) -> Path:
     return next(d.glob(f"*_{band}.tif"))
 
@@ -55,7 +37,7 @@ def _ingest_pair(
     pair: dict, store: Path, resampling: str = "nearest", resolution: float | None = None
 ) -> None:
     ingest_geotiff(
-        pair["s2"], store, "s2", "sentinel2_l2a", units="reflectance", scale_factor=1e-4,
+        pair["s2"], store, "s2", "sentinel2_l2a", units="reflectance", scale_factor=1e-4, add_offset=0.0,
         band_pattern=S2_BAND_RE, date_pattern=S2_DAY_RE, resampling=resampling, resolution=resolution,
         progress=False,
     )  # fmt: skip
@@ -98,7 +80,9 @@ def test_bigearthnet_pairs_on_10m_grid(ben: list[dict], tmp_path: Path) -> None:
         for i, pol in enumerate(("VV", "VH")):
             with rasterio.open(_band_file(pair["s1"], pol)) as src:
                 np.testing.assert_array_equal(sar[i], src.read(1))
-        assert s1.units == "dB" and s2.scale_factor == 1e-4 and s2.nodata is None and s1.nodata is None
+        assert s1.units == "dB" and s2.scale_factor == 1e-4 and s1.nodata is None
+        # S2 digital numbers: nodata 0 by the product's rule (the files declare none), recorded as such
+        assert s2.nodata == 0 and s2.attrs["nodata_source"].startswith("product default: Sentinel-2")
     ds = xr.open_zarr(tmp_path / "ben0.zarr", group="s2")
     t = CubeStore.open(tmp_path / "ben0.zarr")["s2"].grid.transform
     np.testing.assert_allclose(ds["x"].values, t.c + 5 + 10 * np.arange(120))
@@ -136,7 +120,7 @@ def test_bigearthnet_bilinear_and_average(ben: list[dict], tmp_path: Path) -> No
     # A 20 m grid: 10 m bands averaged over 2x2 blocks (rounded half up), 20 m bands read as they are.
     ingest_geotiff(
         pair["s2"], tmp_path / "avg.zarr", "s2", "s2", units="reflectance", band_pattern=S2_BAND_RE,
-        date_pattern=S2_DAY_RE, resolution=20.0, resampling="average", progress=False,
+        add_offset=0.0, date_pattern=S2_DAY_RE, resolution=20.0, resampling="average", progress=False,
     )  # fmt: skip
     g = CubeStore.open(tmp_path / "avg.zarr")["s2"]
     assert g.data.shape == (1, 12, 60, 60) and g.grid.transform.a == 20.0
@@ -198,7 +182,16 @@ def test_cli_geotiff(ben: list[dict], tmp_path: Path, capsys: pytest.CaptureFixt
     pair = ben[1]
     store = tmp_path / "cli.zarr"
     args = ["data", "ingest", "geotiff", str(pair["s2"]), str(store), "--group", "s2", "--sensor", "s2"]
-    args += ["--units", "reflectance", "--scale-factor", "1e-4", "--band-pattern", S2_BAND_RE]
+    args += [
+        "--units",
+        "reflectance",
+        "--scale-factor",
+        "1e-4",
+        "--add-offset",
+        "0",
+        "--band-pattern",
+        S2_BAND_RE,
+    ]
     args += ["--date-pattern", S2_DAY_RE, "--bands", "B02,B03,B04,B08,B11"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -211,7 +204,7 @@ def test_cli_geotiff(ben: list[dict], tmp_path: Path, capsys: pytest.CaptureFixt
     args = ["data", "ingest", "geotiff", *s1, str(store), "--group", "s1", "--sensor", "s1", "--units", "dB"]
     args += ["--band-pattern", S1_POL_RE, "--append"]
     assert main(args) == 0
-    assert "s1: sentinel1_grd 1 dates" in capsys.readouterr().out
+    assert "s1: sentinel1_grd 1 date (" in capsys.readouterr().out
     assert main([*args, "--group", "s2"]) == 1  # s2 group exists: bands differ
     assert "cannot append bands" in capsys.readouterr().err
 
@@ -239,7 +232,7 @@ def _patch_copy(pair: dict, tmp_path: Path) -> Path:
 def _ingest_s2(files: Path | list[Path], store: Path, **kw: object) -> None:
     ingest_geotiff(
         files, store, "s2", kw.pop("sensor", "sentinel2_l2a"), units="reflectance",  # type: ignore[arg-type]
-        band_pattern=S2_BAND_RE, date_pattern=S2_DAY_RE, progress=False, **kw,  # type: ignore[arg-type]
+        add_offset=0.0, band_pattern=S2_BAND_RE, date_pattern=S2_DAY_RE, progress=False, **kw,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -273,9 +266,9 @@ def test_bad_input_files(ben: list[dict], eolearn_tifs: tuple[Path, dict], tmp_p
         _ingest_s2(d, store)
     with pytest.raises(UnknownSensorError, match="sentinel3"):
         _ingest_s2(pair["s2"], store, sensor="sentinel3")
-    with pytest.raises(IngestError, match="no date matching"):
+    with pytest.raises(IngestError, match=r"no acquisition date.*pass --date"):
         ingest_geotiff(pair["s2"], store, "s2", "s2", units="reflectance", band_pattern=S2_BAND_RE,
-                       date_pattern=r"_(\d{4}-\d{2}-\d{2})_", progress=False)  # fmt: skip
+                       date_pattern=r"_(\d{4}-\d{2}-\d{2})_", add_offset=0.0, progress=False)  # fmt: skip
     with pytest.raises(IngestError, match="resampling 'bicubic'"):
         _ingest_s2(pair["s2"], store, resampling="bicubic")
     assert not store.exists() and not list(tmp_path.glob(".bad.zarr.tmp-*"))
@@ -314,7 +307,7 @@ def test_bad_input_alignment(ben: list[dict], tmp_path: Path) -> None:
     _ingest_s2(a["s2"], store)
     with pytest.raises(IngestError, match=r"do not cover the same area|is in EPSG"):
         ingest_geotiff(b["s2"], store, "s2", "s2", units="reflectance", band_pattern=S2_BAND_RE,
-                       date_pattern=S2_DAY_RE, append=True, progress=False)  # fmt: skip
+                       date_pattern=S2_DAY_RE, add_offset=0.0, append=True, progress=False)  # fmt: skip
     assert CubeStore.open(store)["s2"].data.shape[0] == 1
 
 
@@ -359,3 +352,32 @@ def test_parse_date_forms() -> None:
     assert parse_date("m07_y2019.tif", r"m(?P<date>\d{2}_y\d{4})", "%m_y%Y") == np.datetime64("2019-07-01")
     with pytest.raises(IngestError, match="does not parse"):
         parse_date("x_20201345.tif")
+
+
+def test_nested_grid_fast_path_equals_gdal_warp(ben: list[dict], tmp_path: Path) -> None:
+    """The direct read of S2's 20/60 m bands onto the 10 m grid equals GDAL's nearest warp, bit for bit,
+    on every real patch and on a grid whose origin is not a multiple of the coarse pixel."""
+    from affine import Affine
+
+    from spectravlm.data.store import Grid
+
+    for k, pair in enumerate(ben):
+        out = {}
+        for nested in (True, False):
+            store = tmp_path / f"{k}_{nested}.zarr"
+            _ingest_s2(pair["s2"], store, nested_reads=nested)
+            out[nested] = CubeStore.open(store)["s2"].read((0,))
+        np.testing.assert_array_equal(out[True], out[False], err_msg=pair["s2"].name)
+    with rasterio.open(_band_file(ben[0]["s2"], "B02")) as src:
+        t = src.transform
+        inner = Grid(100, 90, Affine(10, 0, t.c + 70, 0, -10, t.f - 130), file_grid(src).crs_wkt)
+    got = {}
+    for nested in (True, False):
+        _ingest_s2(ben[0]["s2"], tmp_path / f"inner_{nested}.zarr", grid=inner, nested_reads=nested)
+        got[nested] = CubeStore.open(tmp_path / f"inner_{nested}.zarr")["s2"].read((0,))
+    np.testing.assert_array_equal(got[True], got[False])
+    with rasterio.open(_band_file(ben[0]["s2"], "B09")) as src:  # 60 m: offsets 13 and 7 px, factor 6
+        raw = src.read(1)
+    np.testing.assert_array_equal(
+        got[True][L2A.index("B09")], np.repeat(np.repeat(raw, 6, 0), 6, 1)[13:113, 7:97]
+    )

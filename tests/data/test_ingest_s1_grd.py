@@ -52,7 +52,9 @@ def test_nearest_warp_pixel_for_pixel(s1_grd_dir: Path, tmp_path: Path) -> None:
     t = g.grid.transform
     assert (t.a, t.e) == (200.0, -200.0) and t.c % 200 == 0 and t.f % 200 == 0
     assert g.orbit == "descending"  # 00:40 UTC over India is the morning (descending) pass
-    assert g.units == "DN^2 (uncalibrated linear intensity)" and g.nodata == 0.0
+    assert (
+        g.units == "DN" and g.attrs["quantity"] == "DN^2 (uncalibrated linear intensity)" and g.nodata == 0.0
+    )
     attrs = dict(g.zgroup.attrs)
     assert attrs["calibration"].startswith("none") and attrs["source"] == PRODUCT
     step = 2  # every other row and column: ~380k target pixels, enough and twice as fast
@@ -89,7 +91,7 @@ def test_bilinear_intensity_and_amplitude(s1_grd_dir: Path, tmp_path: Path) -> N
         ingest_s1_grd(s1_grd_dir, tmp_path / f"{q}.zarr", resampling="nearest", quantity=q, progress=False)
     inten = CubeStore.open(tmp_path / "intensity.zarr")["s1"]
     amp = CubeStore.open(tmp_path / "amplitude.zarr")["s1"]
-    assert amp.units == "DN (uncalibrated amplitude)"
+    assert amp.units == "DN" and amp.attrs["quantity"] == "DN (uncalibrated amplitude)"
     np.testing.assert_array_equal(amp.read((0,)) ** 2, inten.read((0,)))
 
 
@@ -138,7 +140,7 @@ def test_cli_s1_grd(s1_grd_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     args += ["--polarisations", "VH", "--group", "s1_desc"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "s1_desc: sentinel1_grd 1 dates" in out and "1 bands VH" in out and "orbit descending" in out
+    assert "s1_desc: sentinel1_grd 1 date (" in out and "1 bands VH" in out and "orbit descending" in out
     g = CubeStore.open(store)["s1_desc"]
     assert g.grid.transform.a == 500.0 and g.stats["VH"]["count"] > 0
     assert g.stats["VH"]["min"] > 0  # nodata (0) is not counted as a value
@@ -199,3 +201,107 @@ def test_bad_grd_input(s1_grd_dir: Path, bigearthnet_dir: Path, tmp_path: Path) 
         ingest_s1_grd(s1_grd_dir, ben, append=True, progress=False)
     assert math.isclose(CubeStore.open(store)["s1"].grid.transform.a, 1000.0)
     assert list(CubeStore.open(ben).groups) == ["s1_ben"]
+
+
+FULL = 20  # the sample rasters are the product downsampled 20x (837 x 1280 of ~16.7k x 25.6k)
+
+
+def _lut(line: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+    """A made-up sigmaNought table, linear in line and pixel, so bilinear interpolation of it is exact."""
+    return 420.0 + 0.004 * pixel[None, :] + 0.002 * line[:, None]
+
+
+def _calibrated_copy(s1_grd_dir: Path, dst: Path, annotation: bool = True) -> Path:
+    """The real scene with calibration (and annotation) XML in the AWS sentinel-s1-l1c layout."""
+    from xml.etree import ElementTree as ET
+
+    dst.mkdir()
+    for f in ("iw-vv.tiff", "iw-vh.tiff", "productInfo.json"):
+        (dst / f).symlink_to(s1_grd_dir / f)
+    (dst / "annotation" / "calibration").mkdir(parents=True)
+    with rasterio.open(s1_grd_dir / "iw-vv.tiff") as src:
+        full_h, full_w = src.height * FULL, src.width * FULL
+    lines = np.arange(0, full_h + 1000, 1000)
+    pixels = np.arange(0, full_w + 400, 400)
+    for pol in ("vv", "vh"):
+        root = ET.Element("calibration")
+        vl = ET.SubElement(root, "calibrationVectorList", count=str(len(lines)))
+        for line in lines:
+            v = ET.SubElement(vl, "calibrationVector")
+            ET.SubElement(v, "line").text = str(line)
+            ET.SubElement(v, "pixel", count=str(len(pixels))).text = " ".join(map(str, pixels))
+            a = _lut(np.array([line]), pixels)[0] * (1.0 if pol == "vv" else 1.1)
+            ET.SubElement(v, "sigmaNought", count=str(len(pixels))).text = " ".join(f"{x:.6e}" for x in a)
+        ET.ElementTree(root).write(dst / "annotation" / "calibration" / f"calibration-iw-{pol}.xml")
+        if annotation:
+            ann = ET.Element("product")
+            info = ET.SubElement(ET.SubElement(ann, "imageAnnotation"), "imageInformation")
+            ET.SubElement(info, "numberOfSamples").text = str(full_w)
+            ET.SubElement(info, "numberOfLines").text = str(full_h)
+            ET.ElementTree(ann).write(dst / "annotation" / f"iw-{pol}.xml")
+    return dst
+
+
+def test_calibrated_linear_and_db_from_the_lut(s1_grd_dir: Path, tmp_path: Path) -> None:
+    scene = _calibrated_copy(s1_grd_dir, tmp_path / "scene")
+    lin_store, db_store = tmp_path / "lin.zarr", tmp_path / "db.zarr"
+    assert ingest_s1_grd(scene, lin_store, resampling="nearest", progress=False) == "linear"  # auto
+    ingest_s1_grd(scene, db_store, resampling="nearest", output="db", progress=False)
+    lin, db = CubeStore.open(lin_store)["s1"], CubeStore.open(db_store)["s1"]
+    assert (lin.units, lin.nodata, db.units, db.nodata) == ("linear", 0.0, "dB", -9999.0)
+    assert "calibration-iw-vv.xml" in lin.attrs["calibration"] and lin.attrs["quantity"] == "sigma0"
+    step = 3
+    stored = lin.read((0,))[:, ::step, ::step]
+    for i, pol in enumerate(("VV", "VH")):
+        with rasterio.open(s1_grd_dir / f"iw-{pol.lower()}.tiff") as src:
+            dn = src.read(1).astype(np.float64)
+            gcps, gcp_crs = src.gcps
+        rows, cols = _source_positions(lin.grid, gcps, gcp_crs, step)
+        inside = (rows >= 0) & (rows < dn.shape[0]) & (cols >= 0) & (cols < dn.shape[1])
+        fr, fc = rows - np.floor(rows), cols - np.floor(cols)
+        clear = inside & (np.abs(fr - 0.5) < 0.4) & (np.abs(fc - 0.5) < 0.4)
+        r, c = np.floor(rows[clear]).astype(int), np.floor(cols[clear]).astype(int)
+        # the full-resolution position of a downsampled pixel centre, then the made-up table there
+        a = 420.0 + 0.004 * ((c + 0.5) * FULL - 0.5) + 0.002 * ((r + 0.5) * FULL - 0.5)
+        a *= 1.0 if pol == "VV" else 1.1
+        expected = dn[r, c] ** 2 / a**2
+        np.testing.assert_allclose(stored[i][clear], expected, rtol=2e-6)
+        assert (stored[i][clear] == 0).sum() == (dn[r, c] == 0).sum() > 0
+    # dB is 10 log10 of the linear store, nodata where the power is nodata
+    d, v = db.read((0,)), lin.read((0,))
+    np.testing.assert_allclose(d[v > 0], 10 * np.log10(v[v > 0]), atol=1e-4)
+    assert (d[v == 0] == -9999.0).all()
+    assert -30 < db.stats["VV"]["p50"] < 10 and lin.stats_db["VV"]["mean"] == pytest.approx(
+        db.stats["VV"]["mean"], abs=1e-3
+    )
+
+
+def test_calibration_constant_and_refusals(s1_grd_dir: Path, tmp_path: Path) -> None:
+    ingest_s1_grd(s1_grd_dir, tmp_path / "dn.zarr", resampling="nearest", resolution=400.0, progress=False)
+    ingest_s1_grd(s1_grd_dir, tmp_path / "k.zarr", resampling="nearest", resolution=400.0, output="db",
+                  calibration_constant=500.0, progress=False)  # fmt: skip
+    dn2, k = CubeStore.open(tmp_path / "dn.zarr")["s1"].read((0,)), CubeStore.open(tmp_path / "k.zarr")["s1"]
+    assert "DN^2 / 500^2" in k.attrs["calibration"]
+    np.testing.assert_allclose(k.read((0,))[dn2 > 0], 10 * np.log10(dn2[dn2 > 0] / 500.0**2), atol=1e-4)
+    with pytest.raises(IngestError, match=r"--db needs calibration.*--calibration-constant"):
+        ingest_s1_grd(s1_grd_dir, tmp_path / "x.zarr", output="db", progress=False)
+    with pytest.raises(IngestError, match="positive"):
+        ingest_s1_grd(s1_grd_dir, tmp_path / "x.zarr", calibration_constant=-1.0, progress=False)
+    # a LUT of the full-resolution product beside a downsampled raster, with no annotation to scale by
+    bare = _calibrated_copy(s1_grd_dir, tmp_path / "bare", annotation=False)
+    with pytest.raises(IngestError, match="not at the product's full resolution"):
+        ingest_s1_grd(bare, tmp_path / "x.zarr", output="linear", progress=False)
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_cli_s1_db(s1_grd_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    store = tmp_path / "cli.zarr"
+    scene = _calibrated_copy(s1_grd_dir, tmp_path / "scene")
+    assert main(["data", "ingest", "s1-grd", str(scene), str(store), "--resolution", "500", "--db"]) == 0
+    out = capsys.readouterr().out
+    assert "in dB; nodata -9999" in out
+    from spectravlm.data.stats import normalisation_stats
+
+    g = CubeStore.open(store)["s1"]
+    n, mean, std = normalisation_stats(g)["VV"]
+    assert n == g.stats["VV"]["count"] > 0 and -25 < mean < 5 and 0 < std < 15

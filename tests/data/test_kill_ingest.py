@@ -2,7 +2,7 @@
 
 The ingest runs in a subprocess on the real eo-learn scenes written as one GeoTIFF per date. In the
 deterministic tests the subprocess stops after its first date is written into the hidden temporary
-store (``write_sensor`` is wrapped to signal and sleep), so the kill is known to land mid-transaction;
+store (``SensorWriter.write`` is wrapped to signal and sleep), so the kill is known to land mid-transaction;
 the slow sweep kills an unmodified ingest after a range of delays.
 """
 
@@ -33,19 +33,20 @@ _SCRIPT = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from spectravlm.data.ingest import ingest_geotiff
-    from spectravlm.data.store import StoreTransaction
+    from spectravlm.data.store import SensorWriter
 
     marker, store, mode, hold = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "hold"
     files = sys.argv[5:]
     if hold:
-        real = StoreTransaction.write_sensor
+        real = SensorWriter.write
 
-        def write_then_hold(self, group, cube):
-            real(self, group, cube)
-            marker.write_text(str(self.tmp))  # one date is in the temporary store now
+        def write_then_hold(self, t, *args, **kwargs):
+            real(self, t, *args, **kwargs)
+            tmp = Path(str(self.group.store_path.store.root))
+            marker.write_text(str(tmp))  # one window of a date is in the temporary store now
             time.sleep(120)  # the parent kills us here
 
-        StoreTransaction.write_sensor = write_then_hold
+        SensorWriter.write = write_then_hold
     ingest_geotiff(files, store, "s2", "sentinel2_l1c", units="reflectance", append=mode == "append",
                    overwrite=mode == "overwrite", progress=False)
     """
@@ -163,3 +164,55 @@ def test_kill_sweep_unmodified_ingest(tifs: list[Path], tmp_path: Path) -> None:
     # the next transaction on the path clears whatever the killed runs left behind
     ingest_geotiff(tifs, store, "s2", "s2_l1c", units="reflectance", overwrite=True, progress=False)
     assert _stale(store) == []
+
+
+_FOLDER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from spectravlm.data.ingest.biomassters import ingest_biomassters_folder
+
+    ingest_biomassters_folder(sys.argv[1], sys.argv[2], agbm_dir=sys.argv[3], workers=1, progress=False)
+    """
+)
+
+
+def test_folder_ingest_resumes_after_a_kill(biomassters_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL a whole-folder BioMassters ingest once some chips are stored; a rerun skips exactly those."""
+    from spectravlm.data.ingest.biomassters import ingest_biomassters_folder
+
+    features, agbm = tmp_path / "features", tmp_path / "agbm"
+    features.mkdir()
+    agbm.mkdir()
+    ids = [f"k{k:07d}" for k in range(8)]
+    for chip in ids:
+        for f in biomassters_dir.iterdir():
+            name = f.name.replace("0060c0a5", chip)
+            ((agbm if "agbm" in name else features) / name).symlink_to(f)
+    out = tmp_path / "stores"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    args = [sys.executable, "-c", _FOLDER_SCRIPT, str(features), str(out), str(agbm)]
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.zarr"))) < 2:
+        if proc.poll() is not None:
+            raise AssertionError(f"the ingest ended before the kill: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("no chip was stored in time")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert proc.stderr is not None
+    proc.stderr.close()
+    done = sorted(p.name[:-5] for p in out.glob("*.zarr"))
+    assert 2 <= len(done) < len(ids), done  # killed mid-folder
+    for chip in done:  # whatever is at a final path is a complete store
+        assert CubeStore.open(out / f"{chip}.zarr")["s2"].data.shape == (12, 10, 256, 256)
+    report = ingest_biomassters_folder(features, out, agbm_dir=agbm, workers=1, progress=False)
+    assert report.skipped == done and sorted(report.written) == sorted(set(ids) - set(done))
+    assert not report.failed and not list(out.glob(".*tmp-*"))  # the killed chip's build folder is gone
+    ref = CubeStore.open(out / f"{ids[0]}.zarr")
+    for chip in ids:
+        np.testing.assert_array_equal(
+            CubeStore.open(out / f"{chip}.zarr")["s1_asc"].data[:], ref["s1_asc"].data[:]
+        )

@@ -85,14 +85,29 @@ def _gloo_worker(rank: int, world: int, store: str, init: str, out: str) -> None
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
+        from spectravlm.data.dataset import CubeDataset
+
+        scans = {"n": 0}
+        has_data = CubeDataset.has_data
+
+        def counted(self, window):  # type: ignore[no-untyped-def]
+            scans["n"] += 1
+            return has_data(self, window)
+
+        CubeDataset.has_data = counted  # type: ignore[method-assign]
         dm = _dm(Path(store), num_workers=2)  # rank and world size come from torch.distributed
         dm.setup("fit")
+        CubeDataset.has_data = has_data  # type: ignore[method-assign]
         assert dm.rank_world() == (rank, world)
         seen = [i for b in _epoch_indices(dm, "train", 0) for i in b]
         gathered: list[list[int] | None] = [None] * world
         dist.all_gather_object(gathered, seen)
+        scanned: list[int | None] = [None] * world
+        dist.all_gather_object(scanned, scans["n"])
         if rank == 0:
-            Path(out).write_text(json.dumps({"seen": gathered, "n": len(dm.datasets["train"])}))
+            Path(out).write_text(
+                json.dumps({"seen": gathered, "n": len(dm.datasets["train"]), "scanned": scanned})
+            )
     finally:
         dist.destroy_process_group()
 
@@ -108,3 +123,5 @@ def test_real_two_process_gloo_run(store, tmp_path):
     real = [i for s in seen for i in s if i != PAD_INDEX]
     assert sorted(real) == list(range(n))
     assert not set(seen[0]) - {PAD_INDEX} & set(seen[1])
+    # the empty-window scan ran once, on rank 0, and reached rank 1 by broadcast
+    assert result["scanned"][0] > 0 and result["scanned"][1] == 0

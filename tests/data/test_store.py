@@ -196,3 +196,89 @@ def test_summary_mentions_groups(tmp_path):
     text = CubeStore.open(path).summary()
     assert "s2: sentinel2_l2a 3 dates" in text and "UTM zone 33N" in text and "unit test" in text
     assert isinstance(Path(path), Path)
+
+
+def test_info_shows_units_scale_nodata_dates_stats_and_chunks(tmp_path, capsys):
+    from spectravlm.cli import main
+    from spectravlm.data.stats import compute_stats
+
+    path = tmp_path / "s.zarr"
+    ingest_arrays(path, "s2", _cube(t=3, add_offset=-0.1))
+    assert main(["data", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "s2: sentinel2_l2a 3 dates (2021-06-01T00:00:00 .. 2021-06-11T00:00:00)" in out
+    assert "physical = raw * 0.0001 + -0.1 in reflectance; nodata 0" in out
+    assert "chunks (1, 3, 40, 30) (time, band, y, x): 3 chunks of data" in out
+    assert "stats: none (run `spectravlm data stats" in out and "cloud probability (invalid at >= 50)" in out
+    compute_stats(path)
+    assert main(["data", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "stats: 3 bands" in out and "from spectravlm data stats (a pass over the stored chunks), 20" in out
+
+
+def test_verify_reads_every_chunk_and_names_corrupt_ones(tmp_path, capsys):
+    from spectravlm.cli import main
+    from spectravlm.data.validate import verify_store
+
+    path = tmp_path / "s.zarr"
+    grid = Grid(600, 300, GRID.transform, GRID.crs_wkt)  # 3 x 2 spatial chunks per date
+    data = np.random.default_rng(0).integers(1, 10000, (2, 3, 600, 300), dtype=np.uint16)
+    ingest_arrays(path, "s2", _cube(t=2, data=data, grid=grid, cloud=None))
+    report = verify_store(path)
+    assert report.ok and report.chunks > 12  # 12 data chunks, plus coordinates
+    assert main(["data", "verify", str(path)]) == 0
+    assert ": OK" in capsys.readouterr().out
+    (path / "s2" / "data" / "c.1.0.2.1").write_bytes(b"\x02\x01garbage" * 10)  # overwritten
+    chunk = path / "s2" / "data" / "c.0.0.1.0"
+    chunk.write_bytes(chunk.read_bytes()[:50])  # truncated
+    report = verify_store(path)
+    assert [(p.array, p.chunk) for p in report.problems] == [
+        ("s2/data", (0, 0, 1, 0)),
+        ("s2/data", (1, 0, 2, 1)),
+    ]
+    assert main(["data", "verify", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "CORRUPT s2/data chunk 0.0.1.0" in out
+        and "CORRUPT s2/data chunk 1.0.2.1" in out
+        and "2 corrupt" in out
+    )
+    (path / "zarr.json").write_text("{not json")
+    assert main(["data", "verify", str(path)]) == 1
+    assert "(store metadata)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source", ["biomassters", "synthetic"])
+def test_direct_chunk_writes_equal_zarr_byte_for_byte(source, biomassters_dir, tmp_path, monkeypatch):
+    """ChunkFiles writes the chunk files zarr writes: same names, same bytes (edge chunks padded, chunks of
+    fill values absent), on the real chip and on a grid with partial edge chunks, NaN fill and layers."""
+    from spectravlm.data import store as store_module
+    from spectravlm.data.ingest import ingest_biomassters
+    from spectravlm.data.store import Layer
+
+    def write(path):
+        if source == "biomassters":
+            ingest_biomassters(biomassters_dir, path, progress=False, stats=False)
+            return
+        rng = np.random.default_rng(0)
+        grid = Grid(300, 520, GRID.transform, GRID.crs_wkt)  # 2 x 3 spatial chunks, partial at the edges
+        sar = rng.normal(-12, 3, (3, 2, 300, 520)).astype(np.float32)
+        sar[1] = np.nan  # a date of fill values only: no chunk files
+        ndvi = rng.random((3, 300, 520)).astype(np.float32)
+        cube = SensorCube("s1", ("VV", "VH"), sar, np.array(["2021-01-01", "2021-01-13", "2021-01-25"],
+                          "datetime64[s]"), grid, nodata=np.nan, units="dB",
+                          layers={"ndvi": Layer(ndvi, "1")})  # fmt: skip
+        ingest_arrays(path, "s1", cube)
+
+    write(tmp_path / "direct.zarr")
+    monkeypatch.setattr(store_module.ChunkFiles, "of", classmethod(lambda cls, array: None))
+    write(tmp_path / "zarr.zarr")
+
+    def chunks(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("c.*"))}
+
+    direct, reference = chunks(tmp_path / "direct.zarr"), chunks(tmp_path / "zarr.zarr")
+    assert len(reference) > 20 and direct.keys() == reference.keys()
+    assert all(direct[k] == reference[k] for k in reference)
+    if source == "synthetic":
+        assert not any(k.startswith("s1/data/c.1.") for k in reference)  # the all-NaN date

@@ -16,18 +16,47 @@ def test_grid_aligned_windows_stay_inside_chunk_tiles():
     assert all(w.col // 256 == (w.col + 95) // 256 for w in aligned)
     plain = window_grid(512, 512, 96, chunk=(256, 256), align_to_chunks=False)
     assert any(w.col // 256 != (w.col + 95) // 256 for w in plain)
-    # windows larger than a chunk start on chunk edges
-    assert {w.row for w in window_grid(1024, 1024, 300, chunk=(256, 256))} == {0, 512}
+    # windows larger than a chunk start on chunk edges (and one is snapped to the border: 1024 - 300)
+    assert {w.row for w in window_grid(1024, 1024, 300, chunk=(256, 256))} == {0, 256, 512, 724}
+    assert {w.row for w in window_grid(1024, 1024, 300, cover_edges=False)} == {0, 512}
+
+
+def _cover(windows, shape):
+    cover = np.zeros(shape, int)
+    for w in windows:
+        rows, cols = w.slices()
+        cover[rows, cols] += 1
+    return cover
 
 
 def test_grid_covers_every_pixel_once_when_size_divides_chunk():
-    cover = np.zeros((300, 520), int)
-    for w in window_grid(300, 520, 64, chunk=(256, 256)):
-        rows, cols = w.slices()
-        cover[rows, cols] += 1
+    cover = _cover(window_grid(300, 520, 64, chunk=(256, 256), cover_edges=False), (300, 520))
     assert cover.max() == 1
-    # the 44 px tail past the last full chunk row / 8 px past the last column cannot hold a 64 px window
-    assert cover[:256, :512].min() == 1
+    # without edge windows the 44 px tail past the last chunk row / 8 px past the last column are lost
+    assert cover[:256, :512].min() == 1 and cover[256:].max() == 0
+
+
+def test_grid_covers_every_pixel_of_a_122px_store():
+    wins = window_grid(122, 122, 64)
+    assert sorted({w.row for w in wins}) == [0, 58] and len(wins) == 4  # today: one window, 72% unread
+    assert _cover(wins, (122, 122)).min() == 1
+    assert len(window_grid(122, 122, 64, cover_edges=False)) == 1
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "size", "stride", "align"),
+    [(300, 520, 64, None, True), (300, 520, 96, None, True), (1000, 777, 128, 100, True),
+     (300, 520, 64, 48, False), (700, 700, 300, None, True), (256, 260, 256, None, True)],
+)  # fmt: skip
+def test_grid_edge_windows_cover_and_interior_stays_aligned(h, w, size, stride, align):
+    wins = window_grid(h, w, size, stride=stride, align_to_chunks=align)
+    assert _cover(wins, (h, w)).min() == 1  # every pixel can be sampled
+    assert len(set(wins)) == len(wins) and all(x.row + size <= h and x.col + size <= w for x in wins)
+    if align and size <= 256:
+        crossing = [x for x in wins if x.row // 256 != (x.row + size - 1) // 256]
+        # only windows snapped to the grid's border may cross a chunk edge (a last tile narrower than them)
+        assert all(x.row == h - size for x in crossing)
+        assert all(x.col // 256 == (x.col + size - 1) // 256 or x.col == w - size for x in wins)
 
 
 def test_grid_rejects_window_larger_than_store():

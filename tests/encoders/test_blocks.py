@@ -95,3 +95,60 @@ def test_xformers_matches_sdpa_on_cuda() -> None:
     ref_b = block(x, mask)
     block.attn.backend = "xformers"
     torch.testing.assert_close(block(x, mask)[mask], ref_b[mask], atol=2e-3, rtol=2e-3)
+
+
+def test_no_graph_breaks_in_the_transformer_blocks():
+    """The blocks compile into one graph: no host-device synchronisation inside (torch._dynamo.explain)."""
+    from spectravlm.encoders.spectral import spectral_encoder_test
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 10, 32)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[0, 3:] = False
+    for attention in ("joint", "factorised"):
+        enc = spectral_encoder_test(attention=attention).eval()
+        for blocks in (enc.blocks, enc.temporal_blocks):
+            if len(blocks) == 0:
+                continue
+            for m in (mask, None):
+                report = torch._dynamo.explain(lambda t, k, b=blocks, e=enc: e._blocks(b, t, k))(x, m)
+                assert report.graph_break_count == 0, report.break_reasons
+                assert report.graph_count == 1
+
+
+def test_the_encoder_forward_asks_the_device_nothing_for_a_loader_batch():
+    """With the loader's host-side facts (every pixel valid, vetted values) the forward never reads a
+    tensor's value on the host: no ``bool()``, ``.item()`` or ``.tolist()`` anywhere in it."""
+    from unittest import mock
+
+    from spectravlm.encoders.spectral import build_encoder
+    from spectravlm.stack import SensorSeries, SensorStack
+
+    torch.manual_seed(0)
+    dn = (torch.rand(2, 3, 4, 32, 32) * 4000).to(torch.int32).to(torch.uint16)
+    s2 = SensorSeries(
+        "sentinel2_l2a", ("B02", "B03", "B04", "B08"), dn, torch.tensor([[18000, 18010, 18020]] * 2),
+        torch.ones(2, 3, 32, 32, dtype=torch.bool), units="reflectance", scale=1e-4,
+        all_valid=True, finite=True,
+    )  # fmt: skip
+    s1 = SensorSeries(
+        "sentinel1_grd", ("VV", "VH"), torch.rand(2, 2, 2, 32, 32) * 10 - 20,
+        torch.tensor([[18002, 18014]] * 2), torch.ones(2, 2, 32, 32, dtype=torch.bool), units="dB",
+        all_valid=True, finite=True,
+    )  # fmt: skip
+    stack = SensorStack({"s2": s2, "s1": s1})
+
+    def host_read(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a tensor value was read on the host during the forward")
+
+    for attention in ("joint", "factorised"):
+        enc = build_encoder("test", patch_size=8, attention=attention, temporal_depth=1).eval()
+        with torch.no_grad():
+            ref = enc.forward_features(stack).tokens  # first call fills the layout caches
+            with (
+                mock.patch.object(torch.Tensor, "__bool__", host_read),
+                mock.patch.object(torch.Tensor, "item", host_read),
+                mock.patch.object(torch.Tensor, "tolist", host_read),
+            ):
+                out = enc.forward_features(stack).tokens
+        torch.testing.assert_close(out, ref)

@@ -1,4 +1,4 @@
-"""The encoder owns normalisation: statistics as buffers, set from stores, saved and loaded with the weights."""
+"""The encoder owns normalisation: statistics as buffers, set from stores, saved and loaded with weights."""
 
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ def _s1(seed: int = 1) -> SensorSeries:
 
 def test_defaults_are_the_catalogues_in_physical_units() -> None:
     stats = BandStatistics(("sentinel2_l2a", "sentinel1_grd"))
-    mean, std = stats.lookup("sentinel2_l2a", ("B04",))
+    mean, _ = stats.lookup("sentinel2_l2a", ("B04",))
     b04 = get_sensor("sentinel2_l2a").band("B04").stats
     assert b04 is not None and float(mean) == pytest.approx(b04.mean) and 0.01 < b04.mean < 0.2  # reflectance
-    mean, std = stats.lookup("sentinel1_grd", ("VV", "VV/VH"))
+    mean, _ = stats.lookup("sentinel1_grd", ("VV", "VV/VH"))
     assert mean.tolist() == pytest.approx([-12.62, RATIO_DB_STATS[0]], abs=0.01)
 
 

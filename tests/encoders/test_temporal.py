@@ -251,3 +251,31 @@ def test_factory_builds_each_kind_with_width_in_and_out(kind):
 def test_factory_rejects_unknown_kind():
     with pytest.raises(ModelConfigError, match="unknown temporal encoder kind 'lstm'"):
         temporal_encoder("lstm", dim=D)  # type: ignore[arg-type]
+
+
+def test_ltae_on_a_single_real_ndvi_channel_keeps_the_signal(eolearn_dir):
+    """One channel per date (NDVI of the real eo-learn L1C scenes): a per-token LayerNorm would erase it."""
+    import numpy as np
+
+    from spectravlm.encoders.temporal.dates import days_since_epoch
+
+    scenes = np.load(eolearn_dir / "REFERENCE_SCENES.npy")  # (5, 101, 100, 13) TOA reflectance
+    nir, red = scenes[..., 7], scenes[..., 3]  # B08, B04
+    ndvi = torch.from_numpy((nir - red) / (nir + red + 1e-6)).float()  # (5, 101, 100)
+    order = [4, 1, 0, 3, 2]  # frames are dates 2015-08-20, 07-31, 09-09, 08-30, 07-11: sort by date
+    dates = ["2015-08-20", "2015-07-31", "2015-09-09", "2015-08-30", "2015-07-11"]
+    tokens = ndvi[order].reshape(1, 5, -1, 1)  # [B=1, T=5, N=10100, C=1]
+    assert 0.05 < float(ndvi.min()) and float(ndvi.max()) > 0.8  # real spread of values
+    times = days_since_epoch([dates[i] for i in order]).unsqueeze(0)
+    valid = torch.ones(1, 5, tokens.shape[2], dtype=torch.bool)
+    torch.manual_seed(0)
+    ltae = LTAE(in_dim=1, d_model=16, num_heads=4, d_k=4, mlp_dims=(16,)).eval()
+    with torch.no_grad():
+        out = ltae(tokens, times, valid).locations[0]  # [N, 16]
+    spread = out.std(dim=0).mean()
+    # a LayerNorm over the single channel gives exactly 0 here (every location the same); measured 0.0135
+    assert spread > 1e-3, "every location came out the same: the single channel was normalised away"
+    # water (low NDVI) and vegetation (high NDVI) locations get different embeddings
+    mean_ndvi = tokens[0, :, :, 0].mean(0)
+    low, high = int(mean_ndvi.argmin()), int(mean_ndvi.argmax())
+    assert not torch.allclose(out[low], out[high], atol=1e-3)

@@ -128,3 +128,89 @@ def test_head_learns_a_value_from_hidden_states() -> None:
     assert loss.item() < first / 100
     predicted = head(hidden).values[0]
     torch.testing.assert_close(predicted, values, rtol=0.05, atol=0.02)
+
+
+# ---- issue 10 item 7: values are scaled in float32 whatever the LM's dtype ------------------------------
+
+PRECISE = torch.tensor([1234.5, 87.6, -12.5, 152.3])
+
+
+def _head_emitting(scaled: torch.Tensor, width: int = 16) -> NumberHead:
+    """A head whose output at every position is ``scaled[k]`` when the hidden state is the one-hot ``e_k``."""
+    head = NumberHead(width, mlp_dim=width)
+    first, _, last = head.mlp
+    with torch.no_grad():
+        first.weight.copy_(torch.eye(width) * 10.0)  # GELU(10 * x) = 10 * x for x in {0, 1}
+        first.bias.zero_()
+        last.weight.zero_()
+        last.weight[0, : len(scaled)] = scaled / 10.0
+        last.bias.zero_()
+    return head
+
+
+@pytest.mark.parametrize("lm_dtype", [torch.float32, torch.bfloat16])
+def test_head_values_survive_bf16_autocast(lm_dtype: torch.dtype) -> None:
+    """1234.5 and 87.6 come back to float32 precision from bf16 hidden states, inside CPU bf16 autocast."""
+    head = _head_emitting(scale_values(PRECISE))
+    hidden = torch.eye(16)[None, : len(PRECISE)].to(lm_dtype)  # one-hot rows: exact in bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(hidden)
+    assert out.scaled.dtype == torch.float32 and out.values.dtype == torch.float32
+    torch.testing.assert_close(out.values[0], PRECISE, rtol=2e-6, atol=0.0)
+    # the old behaviour (the head's output in bf16) loses them: 1234.5 -> ~1232, 87.6 -> ~86.x
+    coarse = unscale_values(scale_values(PRECISE).bfloat16().float())
+    assert (coarse - PRECISE).abs().max() > 1.0
+
+
+def test_head_weights_cast_to_bf16_still_scale_in_float32() -> None:
+    head = _head_emitting(scale_values(PRECISE)).to(torch.bfloat16)  # e.g. model.to(torch.bfloat16)
+    hidden = torch.eye(16)[None, : len(PRECISE)].bfloat16()
+    out = head(hidden)
+    # the weights themselves are now bf16-rounded, so compare with what float32 arithmetic gives on them
+    first, _, last = head.mlp
+    want = torch.nn.functional.gelu(hidden.float() @ first.weight.float().T) @ last.weight.float().T
+    torch.testing.assert_close(out.scaled[0], want[0, :, 0], rtol=1e-6, atol=1e-6)
+
+
+def test_head_loss_targets_in_float32_under_autocast() -> None:
+    """A head that predicts exactly symlog(1234.5) has zero loss on 1234.5 (bf16 targets made it 1232)."""
+    head = _head_emitting(scale_values(PRECISE))
+    hidden = torch.eye(16)[None, : len(PRECISE)].bfloat16()
+    mask = torch.ones(1, len(PRECISE), dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = head.loss(hidden, PRECISE[None], mask, shift=False)
+    assert result.loss.dtype == torch.float32
+    assert result.loss.item() < 1e-10
+
+
+@pytest.mark.parametrize("combine", ["multiply", "add"])
+def test_embedding_scales_in_float32_and_rounds_once(combine: str) -> None:
+    """bf16 embeddings: the value is scaled from its float32 value and the result is rounded to bf16 once."""
+    torch.manual_seed(0)
+    embeds = torch.randn(1, 4, 64).bfloat16()
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    layer = NumberEmbedding(64, combine=combine)  # type: ignore[arg-type]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(embeds, PRECISE[None], mask)
+    assert out.dtype == torch.bfloat16
+    s = scale_values(PRECISE)[None, :, None]  # float32
+    if combine == "multiply":
+        want = (embeds.float() * s).bfloat16()
+    else:
+        assert layer.direction is not None
+        want = (embeds.float() + s * layer.direction.float()).bfloat16()
+    assert torch.equal(out, want)
+    # the old behaviour (values cast to bf16 before scaling: 1234.5 -> 1232, 87.6 -> 87.5) differs
+    s_old = scale_values(PRECISE.bfloat16()).float()[None, :, None]
+    old = (embeds.float() * s_old).bfloat16() if combine == "multiply" else want
+    if combine == "multiply":
+        assert not torch.equal(out, old)
+
+
+def test_embedding_gradients_reach_embeddings_and_direction() -> None:
+    embeds, numbers, mask = _inputs()
+    embeds.requires_grad_(True)
+    layer = NumberEmbedding(8, combine="add")
+    layer(embeds, numbers, mask).sum().backward()
+    assert embeds.grad is not None and torch.equal(embeds.grad, torch.ones_like(embeds))
+    assert layer.direction is not None and layer.direction.grad is not None

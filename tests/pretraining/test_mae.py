@@ -9,7 +9,7 @@ from einops import rearrange
 from helpers import clone_stack, seeded
 from spectravlm.encoders.spectral import build_encoder
 from spectravlm.errors import ModelConfigError
-from spectravlm.heads.contrastive import info_nce
+from spectravlm.heads.contrastive import info_nce, padded_all_gather
 from spectravlm.pretraining.mae import MaskedAutoencoder, build_mae
 
 P = 8  # patch size of these tests (32 px windows: 4 x 4 patches)
@@ -131,11 +131,27 @@ def test_info_nce_matches_single_process_when_gathered():
     keep = torch.ones(6, dtype=torch.bool)
     full = info_nce(a, b, keep, 0.1)
     parts = []
+    # uneven ranks (an uneven last batch): rank 0 holds 4 samples, rank 1 holds 2
+    rows = {0: slice(0, 4), 1: slice(4, 6)}
+
+    def fake_all_gather(t: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+        """What a 2-rank all-gather returns, given every rank's padded contribution."""
+        if t.numel() == 1 and t.dtype == torch.int64:  # the sizes
+            return torch.tensor([[4], [2]])
+        m = t.shape[0]
+        pad = lambda x: torch.cat([x, x.new_zeros(m - x.shape[0], *x.shape[1:])])  # noqa: E731
+        return torch.stack([pad(whole[rows[0]]), pad(whole[rows[1]])])
+
     for rank in (0, 1):
-        mine = slice(3 * rank, 3 * rank + 3)
-        gathered = iter([a, b, keep.float()])  # every rank's tensors, as an all-gather returns them
-        parts.append(info_nce(a[mine], b[mine], keep[mine], 0.1, lambda t, g=gathered: next(g), rank))
-    assert float(full) == pytest.approx(float(sum(parts) / 2), rel=1e-6)
+        mine = rows[rank]
+        wholes = iter([a, b, keep.float()])
+
+        def gather(t: torch.Tensor, w=wholes) -> tuple[torch.Tensor, int]:
+            whole = next(w)
+            return padded_all_gather(lambda x: fake_all_gather(x, whole), t)
+
+        parts.append(info_nce(a[mine], b[mine], keep[mine], 0.1, gather, rank) * (mine.stop - mine.start))
+    assert float(full) == pytest.approx(float(sum(parts) / 6), rel=1e-6)
     aligned = info_nce(a, a, keep, 0.05)
     shuffled = info_nce(a, a[torch.tensor([1, 2, 3, 4, 5, 0])], keep, 0.05)
     assert float(aligned) < 0.1 < float(shuffled)

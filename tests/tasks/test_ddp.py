@@ -83,3 +83,44 @@ def test_two_process_gloo_fit_shards_windows_and_gathers_negatives(demo_store, t
         "train/contrastive_loss"
         in (tmp_path / "runs" / "pretrain_demo" / "csv" / "version_0" / "metrics.csv").read_text()
     )
+    # the encoder was exported once (weights gathered through the strategy on both ranks, written by rank 0)
+    # and equals the checkpoint's
+    from spectravlm.encoders.spectral import SpectralEncoder
+
+    exported = SpectralEncoder.from_pretrained(
+        tmp_path / "runs" / "pretrain_demo" / "tensorboard" / "version_0" / "encoder"
+    )
+    from_ckpt = SpectralEncoder.from_checkpoint(
+        tmp_path / "runs" / "pretrain_demo" / "checkpoints" / "last.ckpt"
+    )
+    for (k, a), (_, b) in zip(exported.state_dict().items(), from_ckpt.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.slow
+def test_two_process_contrastive_gather_with_uneven_last_batches(demo_store, tmp_path):
+    """9 training windows over 2 ranks without padding: rank 0 steps on 5 samples, rank 1 on 4; no hang."""
+    args = demo_cli_args(
+        demo_store,
+        1,
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--model.init_args.contrastive_weight=0.1",
+        "--data.block_size=32",
+        "--data.split_fractions=[0.5625, 0.25, 0.1875]",  # 16 blocks of one window: 9 train windows
+        "--data.pad_to_even=false",
+        "--data.batch_size=5",
+        "--trainer.limit_val_batches=0",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "spectravlm.cli", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = (tmp_path / "runs" / "pretrain_demo" / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "train/contrastive_loss" in metrics

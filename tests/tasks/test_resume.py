@@ -1,4 +1,9 @@
-"""Kill a `spectravlm fit` run with SIGKILL, resume it with ``--ckpt_path last``: the same next losses."""
+"""Kill a real fit with SIGKILL at a known step, resume it from its last checkpoint: the same next losses.
+
+The kill comes from a callback inside the child (:class:`helpers.KillAt`) at the start of the step after
+the checkpoint, so it lands at a known point without sleeps or polling. Resumption is exact from an
+epoch-end checkpoint and from a mid-epoch one (the training loader's position travels with the checkpoint).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ import torch
 from helpers import demo_cli_args, train_losses
 from spectravlm.cli.train import lightning_cli
 
-EPOCHS = 2  # 2 training steps per epoch (8 windows, batches of 4); checkpoints at every epoch end
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def _run_in(path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
@@ -24,38 +28,49 @@ def _run_in(path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> Non
     lightning_cli(args)
 
 
-def test_sigkill_then_resume_repeats_the_uninterrupted_losses(demo_store, tmp_path, monkeypatch):
-    args = demo_cli_args(demo_store, EPOCHS)  # augmentation on, seeded: every step's draws are reproducible
-
-    # 1. A run that is killed (SIGKILL, no chance to clean up) as soon as its first checkpoint exists.
-    killed = tmp_path / "killed"
-    killed.mkdir()
-    last = killed / "runs" / "pretrain_demo" / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(
+def _killed_run(path: Path, args: list[str]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
         [sys.executable, "-m", "spectravlm.cli", *args],
-        cwd=killed,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=os.environ | {"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)},
     )
-    deadline = time.monotonic() + 240
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-    assert 2 <= step < 2 * EPOCHS  # killed after a checkpoint and before the end
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
-    # 2. Resume it from the last checkpoint, in another process (this one).
-    _run_in(killed, monkeypatch, [*args, "--ckpt_path", "last"])
+
+@pytest.mark.parametrize(
+    ("kill_step", "extra"),
+    [
+        (2, []),  # 2 steps per epoch: killed right after the epoch-end checkpoint of epoch 0
+        (3, ["--data.batch_size=2", "--trainer.callbacks+=ModelCheckpoint",
+             "--trainer.callbacks.dirpath=runs/pretrain_demo/checkpoints",
+             "--trainer.callbacks.every_n_train_steps=1", "--trainer.callbacks.save_last=true"]),
+        # 4 steps per epoch, a checkpoint after every step: killed in the middle of epoch 0
+    ],
+    ids=["epoch-end", "mid-epoch"],
+)  # fmt: skip
+def test_sigkill_then_resume_repeats_the_uninterrupted_losses(
+    demo_store, tmp_path, monkeypatch, kill_step, extra
+):
+    args = demo_cli_args(
+        demo_store, 2, *extra
+    )  # augmentation on, seeded: every step's draws are reproducible
+    killed = tmp_path / "killed"
+    _killed_run(
+        killed, [*args, "--trainer.callbacks+=helpers.KillAt", f"--trainer.callbacks.step={kill_step}"]
+    )
+    last = killed / "runs" / "pretrain_demo" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == kill_step
+
+    _run_in(killed, monkeypatch, [*args, "--ckpt_path", "last"])  # resume in another process (this one)
     resumed = train_losses(killed / "runs" / "pretrain_demo" / "csv")
-
-    # 3. The same run without interruption.
-    _run_in(tmp_path / "whole", monkeypatch, args)
+    _run_in(tmp_path / "whole", monkeypatch, args)  # the same run without interruption
     whole = train_losses(tmp_path / "whole" / "runs" / "pretrain_demo" / "csv")
 
-    assert sorted(resumed) == [s for s in sorted(whole) if s >= step] and resumed
+    assert sorted(resumed) == [s for s in sorted(whole) if s >= kill_step] and resumed
     for s, loss in resumed.items():
         assert loss == pytest.approx(whole[s], rel=1e-5, abs=1e-6), (s, loss, whole[s])
     assert (tmp_path / "whole" / "runs" / "pretrain_demo" / "tensorboard" / "version_0" / "encoder").is_dir()

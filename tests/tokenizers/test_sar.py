@@ -9,8 +9,8 @@ import torch
 
 from spectravlm.errors import ModelConfigError
 from spectravlm.stack import SensorSeries
+from spectravlm.tokenizers.image import RATIO_DB_STATS
 from spectravlm.tokenizers.sar import (
-    RATIO_DB_STATS,
     SARFrontEnd,
     check_sar_unit,
     lee_filter,

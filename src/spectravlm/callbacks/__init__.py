@@ -12,7 +12,9 @@ from typing import Any
 _WHERE = {
     "AtomicCheckpointIO": "checkpoint_io",
     "ExportEncoder": "export",
+    "FeatureWriter": "features",
     "ReconstructionFigure": "reconstruction",
+    "RunSummary": "summary",
     "SeenWindows": "windows",
 }
 __all__ = sorted(_WHERE)

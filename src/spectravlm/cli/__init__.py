@@ -9,6 +9,7 @@
   are written atomically (:class:`~spectravlm.callbacks.checkpoint_io.AtomicCheckpointIO`) unless the
   config names another checkpoint IO plugin.
 * ``spectravlm export CHECKPOINT DIR``: the encoder of a pretraining checkpoint, with ``save_pretrained``.
+* ``spectravlm ask STORE QUESTION --model DIR``: a saved SpectraVLM answers about a window of a store.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from spectravlm.errors import SpectraVLMError
 TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
 USAGE = """usage: spectravlm {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]
        spectravlm export CHECKPOINT DIR
-       spectravlm data {demo,info,stats,ingest} ...
+       spectravlm ask STORE QUESTION --model DIR [--bbox ...] [--dates START/END] [--json]
+       spectravlm data {demo,info,verify,stats,ingest} ...
 
 Run `spectravlm fit -h` or `spectravlm data -h` for details."""
 
@@ -68,8 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from spectravlm.cli.train import export_main
 
             return export_main(argv[1:])
+        if argv[0] == "ask":
+            from spectravlm.cli.ask import ask_main
+
+            return ask_main(argv[1:])
         print(
-            f"spectravlm: unknown command {argv[0]!r}; known: {', '.join(TRAINING_COMMANDS)}, export, data",
+            f"spectravlm: unknown command {argv[0]!r}; "
+            f"known: {', '.join(TRAINING_COMMANDS)}, export, data, ask",
             file=sys.stderr,
         )
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -19,19 +20,38 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
         The :class:`lightning.pytorch.cli.LightningCLI` object.
 
     """
-    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     from spectravlm.callbacks.checkpoint_io import AtomicCheckpointIO
+    from spectravlm.callbacks.summary import RunSummary
     from spectravlm.data.datamodule import CubeDataModule
     from spectravlm.tasks.base import BaseTask
 
     class SpectraCLI(LightningCLI):
-        """LightningCLI that gives a task the data facts it declares, with atomic checkpoints."""
+        """LightningCLI with a run folder, a task's declared data facts, checked checkpoints, atomic saves."""
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_argument(
+                "--run_dir",
+                type=str | None,
+                default=None,
+                help="the run's folder: loggers with an empty save_dir write there, ModelCheckpoint without "
+                "dirpath writes to <run_dir>/checkpoints (so --ckpt_path last finds it)",
+            )
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
             link_data_to_model(config)
+            place_outputs(config)
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            config = self.config[subcommand]
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path is not None:
+                config["ckpt_path"] = resolve_checkpoint(ckpt_path, self.trainer, type(self.model).__name__)
+                self.config_init[subcommand]["ckpt_path"] = config["ckpt_path"]
+            super()._run_subcommand(subcommand)
 
         def _parse_ckpt_path(self) -> None:
             """Keep the config's model (LightningCLI would merge a ``--ckpt_path`` file's hyperparameters).
@@ -43,9 +63,11 @@ def lightning_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
             """
 
         def instantiate_trainer(self, **kwargs: Any) -> Any:
-            trainer = super().instantiate_trainer(**kwargs)
+            trainer: Any = super().instantiate_trainer(**kwargs)
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            if not any(isinstance(c, RunSummary) for c in trainer.callbacks):
+                trainer.callbacks.append(RunSummary())
             return trainer
 
     return SpectraCLI(
@@ -89,6 +111,67 @@ def link_data_to_model(config: Any) -> None:
     for key in LINKED:
         if key in params:
             config[f"model.init_args.{key}"] = values[key]()
+
+
+def place_outputs(config: Any) -> None:
+    """Derive the output folders from ``run_dir``, the one run-folder setting of a config.
+
+    Loggers with an empty ``save_dir`` (``""``: TensorBoard's and CSV's require one) write under it, a
+    ``ModelCheckpoint`` without ``dirpath`` to ``<run_dir>/checkpoints``, and it is the trainer's
+    ``default_root_dir``; the exported encoder goes to ``<log_dir>/encoder``.
+    """
+    run_dir = config.get("run_dir")
+    if not run_dir:
+        return
+    trainer = config["trainer"]
+    if trainer.get("default_root_dir") is None:
+        trainer["default_root_dir"] = run_dir
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if (
+            hasattr(logger, "get")
+            and logger.get("init_args") is not None
+            and not logger["init_args"].get("save_dir")
+        ):
+            logger["init_args"]["save_dir"] = run_dir
+    for callback in trainer.get("callbacks") or []:
+        if hasattr(callback, "get") and str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+            if callback.get("init_args") is not None and not callback["init_args"].get("dirpath"):
+                callback["init_args"]["dirpath"] = str(Path(run_dir) / "checkpoints")
+
+
+def resolve_checkpoint(ckpt_path: str, trainer: Any, task: str) -> str:
+    """Check ``--ckpt_path`` before anything runs: ``last`` must exist, a file must be this task's checkpoint.
+
+    Raises:
+        CheckpointError: one line naming the file (or the folder searched) and what is wrong.
+
+    """
+    from spectravlm.encoders.pretrained import CheckpointError, read_checkpoint
+
+    if ckpt_path in ("last", "best"):
+        callbacks = [c for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)]
+        found = sorted(
+            (p for c in callbacks for p in Path(c.dirpath).glob(f"{ckpt_path}*.ckpt") if p.exists()),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if ckpt_path == "best":
+            best = [c.best_model_path for c in callbacks if getattr(c, "best_model_path", "")]
+            found = [Path(b) for b in best if Path(b).is_file()]
+        if not found:
+            where = ", ".join(str(c.dirpath) for c in callbacks) or "(no checkpoint folder configured)"
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path}: no {ckpt_path} checkpoint in {where}; drop --ckpt_path to start "
+                "a new run, or give a checkpoint file"
+            )
+        path = found[-1]
+    else:
+        path = Path(ckpt_path)
+    meta = read_checkpoint(path).get("spectravlm") or {}
+    written_by = meta.get("task")
+    if written_by is not None and written_by != task:
+        raise CheckpointError(f"{path}: a {written_by} checkpoint; this run is a {task}")
+    return str(path)
 
 
 def export_main(argv: Sequence[str]) -> int:

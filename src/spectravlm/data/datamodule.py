@@ -28,21 +28,36 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
 import lightning as L
 import numcodecs
+import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from spectravlm.data.augment import SpatialAugment
 from spectravlm.data.batchpool import LeasedStack
 from spectravlm.data.dataset import CubeDataset, EmptyWindows, MissingDates
-from spectravlm.data.windows import SPLITS, WindowSampler, dist_rank_world, split_windows
+from spectravlm.data.windows import (
+    SPLITS,
+    Window,
+    WindowSampler,
+    auto_block_size,
+    dist_rank_world,
+    split_windows,
+)
 from spectravlm.errors import DataConfigError
 from spectravlm.stack import SensorStack, collate_stacks
+
+# CubeDataModule saves the training position itself (state_dict below): Lightning's warning that a mid-epoch
+# checkpoint has no resumable loader does not apply to it.
+warnings.filterwarnings(
+    "ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended"
+)
 
 
 def _worker_init(_: int) -> None:
@@ -100,7 +115,9 @@ class CubeDataModule(L.LightningDataModule):
         empty_windows: ``skip`` (removed at setup after one read pass) or ``mask`` (kept, fully masked).
         cloud_threshold: cloud probability at/above which a pixel is invalid (default: the store's).
         block_size: edge in pixels of the spatial blocks dealt to train/val/test; a multiple of
-            ``window_size`` (and ``stride``). Stores smaller than a block are split as whole stores.
+            ``window_size`` (and ``stride``). ``None`` (default): at least 4 x 4 blocks in the smallest store
+            (:func:`~spectravlm.data.windows.auto_block_size`). Stores smaller than a block are split as whole
+            stores.
         split_fractions: train, val, test fractions of the blocks.
         seed: seed of the split and of the epoch shuffles.
         batch_size: windows per batch.
@@ -136,7 +153,7 @@ class CubeDataModule(L.LightningDataModule):
         missing_dates: MissingDates = "mask",
         empty_windows: EmptyWindows = "skip",
         cloud_threshold: float | None = None,
-        block_size: int = 512,
+        block_size: int | None = None,
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0,
         batch_size: int = 8,
@@ -160,7 +177,7 @@ class CubeDataModule(L.LightningDataModule):
         super().__init__()
         if augment_on not in ("device", "worker"):
             raise DataConfigError(f"augment_on must be 'device' or 'worker', got {augment_on!r}")
-        if block_size % window_size:
+        if block_size is not None and block_size % window_size:
             raise DataConfigError(
                 f"block_size {block_size} must be a multiple of window_size {window_size} "
                 "(windows that straddle two blocks would be dropped)"
@@ -197,6 +214,8 @@ class CubeDataModule(L.LightningDataModule):
         self.augmenter = SpatialAugment(crop_size=crop_size) if augment else None
         self.datasets: dict[str, CubeDataset] = {}
         self._held: LeasedStack | None = None  # the batch in use, released when the next one arrives
+        self._train_sampler: WindowSampler | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, samples done) from a checkpoint
 
     # -- set-up ------------------------------------------------------------------------------------
 
@@ -223,9 +242,34 @@ class CubeDataModule(L.LightningDataModule):
         if self.datasets:
             return
         full = self._dataset(None, "mask")  # the whole grid; empty windows are handled per split below
+        if self.block_size is None:
+            extents = [(r.height, r.width) for r in full.regions]
+            self.block_size = auto_block_size(extents, self.window_size, self.stride)
         splits = split_windows(full.windows, self.block_size, self.split_fractions, self.seed)
+        keep = self._windows_with_data(full, [w for name in SPLITS for w in splits[name]])
         for name in SPLITS:
-            self.datasets[name] = self._dataset(splits[name], self.empty_windows)
+            kept = [w for w in splits[name] if keep is None or keep[w]]
+            self.datasets[name] = self._dataset(kept, "mask")  # empty windows are already removed
+            self.datasets[name].n_empty = len(splits[name]) - len(kept)
+
+    def _windows_with_data(self, full: CubeDataset, windows: list[Window]) -> dict[Window, bool] | None:
+        """Which windows hold data (``empty_windows="skip"``), found once: on rank 0, then broadcast.
+
+        Every rank needs the same answer; reading every window of every store is the costly part of
+        ``setup``, so under ``torch.distributed`` rank 0 reads and the others receive its result.
+        """
+        if self.empty_windows != "skip":
+            return None
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        flags: list[bool] | None = None
+        if not distributed or dist.get_rank() == 0:
+            flags = [full.has_data(w) for w in windows]
+        if distributed:
+            box = [flags]
+            dist.broadcast_object_list(box, src=0)
+            flags = box[0]
+        assert flags is not None
+        return dict(zip(windows, flags, strict=True))
 
     def rank_world(self) -> tuple[int, int]:
         """``(rank, world_size)``: the constructor's, else the trainer's, else torch.distributed's."""
@@ -250,6 +294,10 @@ class CubeDataModule(L.LightningDataModule):
         collate = collate_stacks
         if shuffle and self.augmenter is not None and self.augment_on == "worker":
             collate = _AugmentingCollate(self.augmenter)
+        if split == "train":
+            self._train_sampler = sampler
+            if self._resume is not None:
+                sampler.resume(*self._resume)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -260,6 +308,30 @@ class CubeDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             worker_init_fn=_worker_init,
         )
+
+    # -- position in the epoch, saved with checkpoints ---------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training loop stands: the epoch and the batches it processed (saved in checkpoints).
+
+        The count comes from the trainer's progress, not from the loader's iterator, which runs ahead by
+        the prefetched batches. (Lightning's stateful-loader hook is not used: Lightning builds the train
+        loader to estimate the number of steps before it restores a checkpoint, and then never hands the
+        loader its state.)
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._train_sampler is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"train_epoch": int(self._train_sampler.epoch), "train_batches": int(progress.processed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the saved epoch after its processed batches (the train sampler skips them)."""
+        if "train_epoch" not in state:
+            return
+        self._resume = (int(state["train_epoch"]), int(state["train_batches"]) * self.batch_size)
+        if self._train_sampler is not None:  # the loader exists already: tell its sampler
+            self._train_sampler.resume(*self._resume)
 
     def train_dataloader(self) -> DataLoader[SensorStack]:
         """Return the training windows, shuffled per epoch."""

@@ -70,7 +70,8 @@ class GroupInfo:
         sensor: catalogue sensor name.
         bands: bands delivered, in this order.
         dtype: raw stored dtype.
-        units: canonical physical unit of ``stored * scale + offset`` (``reflectance``, ``dB``, ``linear``, ``DN``).
+        units: canonical physical unit of ``stored * scale + offset`` (``reflectance``, ``dB``, ``linear``,
+            ``DN``).
         scale: the stores' ``scale_factor``, or ``None`` when regions differ (then values arrive as float32
             physical values).
         offset: the stores' ``add_offset``, or ``None`` when regions differ.
@@ -237,7 +238,7 @@ class CubeDataset(Dataset[SensorStack]):
         self._check_pixel_sizes()
         self._pid: int | None = None
         self._units_checked: set[str] = set()
-        self._readers: list[dict[str, tuple[WindowReader, WindowReader | None]]] = []
+        self._readers: list[dict[str, tuple[WindowReader, WindowReader | None, WindowReader | None]]] = []
         self._target_readers: list[dict[str, WindowReader]] = []
         if windows is None:
             windows = [
@@ -307,8 +308,8 @@ class CubeDataset(Dataset[SensorStack]):
                 self.groups[name] = info
             elif (g.sensor.name, g.data.dtype, units) != (info.sensor, info.dtype, info.units):
                 raise DataConfigError(
-                    f"{g.store.path}/{name}: sensor {g.sensor.name} {g.data.dtype} in {units!r}, but other regions "
-                    f"hold {info.sensor} {info.dtype} in {info.units!r} in group {name!r}"
+                    f"{g.store.path}/{name}: sensor {g.sensor.name} {g.data.dtype} in {units!r}, but other "
+                    f"regions hold {info.sensor} {info.dtype} in {info.units!r} in group {name!r}"
                 )
             elif (g.scale_factor, g.add_offset) != (info.scale, info.offset):
                 # regions encode this group differently: deliver float32 physical values instead
@@ -378,6 +379,7 @@ class CubeDataset(Dataset[SensorStack]):
                 readers[name] = (
                     self._reader(g.data, sources[rg.store]),
                     None if g.cloud is None else self._reader(g.cloud, sources[rg.store]),
+                    None if g.mask is None else self._reader(g.mask, sources[rg.store]),
                 )
             self._readers.append(readers)
             self._target_readers.append(
@@ -403,9 +405,14 @@ class CubeDataset(Dataset[SensorStack]):
             return self.n_times
         return max(len(r.groups[name].days) for r in self.regions)
 
-    def _valid(self, values: np.ndarray, cloud: np.ndarray | None, rg: _RegionGroup) -> np.ndarray:
-        """Compute validity ``(T,h,w)`` of raw ``(T,C,h,w)`` by the store's rule (:func:`valid_pixels`)."""
-        return valid_pixels(values.swapaxes(0, 1), rg.nodata, cloud, rg.cloud_threshold)
+    def _valid(
+        self, values: np.ndarray, cloud: np.ndarray | None, mask: np.ndarray | None, rg: _RegionGroup
+    ) -> np.ndarray:
+        """Compute validity ``(T,h,w)`` of raw ``(T,C,h,w)`` by the store's rule (:func:`valid_pixels`).
+
+        The rule: nodata, non-finite values, the cloud probability and the quality mask (SCL) of the group.
+        """
+        return valid_pixels(values.swapaxes(0, 1), rg.nodata, cloud, rg.cloud_threshold, mask)
 
     def _group_window(
         self,
@@ -422,7 +429,7 @@ class CubeDataset(Dataset[SensorStack]):
         With ``policy="mask"`` the values are decoded straight into ``out`` (``(>=T,C,h,w)``) when given.
         """
         rg = self.regions[region].groups[name]
-        data_r, cloud_r = self._readers[region][name]
+        data_r, cloud_r, mask_r = self._readers[region][name]
         t_all = len(rg.days)
         n = t_all if n_times is None else n_times
         if policy == "mask":
@@ -430,18 +437,25 @@ class CubeDataset(Dataset[SensorStack]):
             target = None if out is None else out[: len(t_idx)]
             values = data_r.read(rows, cols, t_idx, rg.band_idx, out=target)
             cloud = None if cloud_r is None else cloud_r.read(rows, cols, t_idx)
-        elif cloud_r is not None:
-            cloud_all = cloud_r.read(rows, cols)
-            usable = np.flatnonzero((cloud_all < rg.cloud_threshold).any(axis=(1, 2)))
-            t_idx = self._choose(usable, n, policy)
+            mask = None if mask_r is None else mask_r.read(rows, cols, t_idx)
+        elif cloud_r is not None or mask_r is not None:  # choose dates from the quality layers alone (cheap)
+            cloud_all = None if cloud_r is None else cloud_r.read(rows, cols)
+            mask_all = None if mask_r is None else mask_r.read(rows, cols)
+            clear = np.ones((t_all, rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
+            if cloud_all is not None:
+                clear &= cloud_all < rg.cloud_threshold
+            if mask_all is not None:
+                clear &= mask_all == 0
+            t_idx = self._choose(np.flatnonzero(clear.any(axis=(1, 2))), n, policy)
             values = data_r.read(rows, cols, t_idx, rg.band_idx)
-            cloud = cloud_all[t_idx]
+            cloud = None if cloud_all is None else cloud_all[t_idx]
+            mask = None if mask_all is None else mask_all[t_idx]
         else:
             values_all = data_r.read(rows, cols, None, rg.band_idx)
-            ok = self._valid(values_all, None, rg).any(axis=(1, 2))
+            ok = self._valid(values_all, None, None, rg).any(axis=(1, 2))
             t_idx = self._choose(np.flatnonzero(ok), n, policy)
-            values, cloud = values_all[t_idx], None
-        return values, self._valid(values, cloud, rg), rg.days[t_idx]
+            values, cloud, mask = values_all[t_idx], None, None
+        return values, self._valid(values, cloud, mask, rg), rg.days[t_idx]
 
     @staticmethod
     def _choose(usable: np.ndarray, n: int, policy: MissingDates) -> list[int]:
@@ -602,10 +616,191 @@ class CubeDataset(Dataset[SensorStack]):
         return out
 
     def groups_without_statistics(self) -> list[str]:
-        """``store/group`` of every requested group that has no stored statistics (``spectravlm data stats``)."""
+        """``store/group`` of every requested group without stored statistics (``spectravlm data stats``)."""
         return [
             f"{region.paths[rg.store]}/{name}"
             for region in self.regions
             for name, rg in region.groups.items()
             if rg.norm_stats is None
         ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Extra layers beside the bands: a separate code path (the window read above is not involved)
+# --------------------------------------------------------------------------------------------------
+
+
+class LayerReader:
+    """Read the extra layers of a store for the windows of a batch, beside the bands.
+
+    Layer names:
+
+    * ``"<group>/<layer>"``: a per-date layer of a sensor group: one listed in its ``layers`` attribute
+      (``s2/scl``, ``s2/ndvi``), or ``s2/mask`` (quality mask, 1 = invalid) or ``s2/cloud`` (cloud
+      probability). Delivered ``[B,T,h,w]`` float32, aligned with ``batch.series[group].times`` (by day).
+    * ``"static/<name>"``: a static layer (``static/dem``, ``static/lulc``): ``[B,h,w]`` float32.
+
+    Values are NaN where the layer holds its declared fill value (``_FillValue``), for padded time steps
+    and for padding samples (``index == -1``). Stores are opened lazily in the reading process.
+
+    Args:
+        dataset: the dataset whose windows the batches come from.
+        layers: layer names (see above); every region must have each of them.
+
+    Raises:
+        DataConfigError: a malformed name, or a layer that some region's stores lack.
+
+    """
+
+    def __init__(self, dataset: CubeDataset, layers: Sequence[str]) -> None:
+        self.dataset = dataset
+        self.layers = tuple(layers)
+        self._pid: int | None = None
+        self._stores: list[list[CubeStore]] = []
+        for name in self.layers:
+            head, _, layer = name.partition("/")
+            if not layer:
+                raise DataConfigError(f"layer {name!r}: expected '<group>/<layer>' or 'static/<name>'")
+            for i, paths in enumerate(dataset.regions_paths):
+                stores = [
+                    _open(p, dataset.storage_options, dataset.retries, dataset.retry_backoff_s) for p in paths
+                ]
+                if head == "static":
+                    ok = any(layer in s.static for s in stores)
+                    have = sorted({n for s in stores for n in s.static})
+                else:
+                    if head not in dataset.groups:
+                        raise DataConfigError(
+                            f"layer {name!r}: group {head!r} is not loaded; "
+                            f"loaded groups: {', '.join(dataset.groups)}"
+                        )
+                    g = next(s[head] for s in stores if head in s.groups)
+                    builtin = {"mask": g.mask is not None, "cloud": g.cloud is not None}
+                    ok = layer in g.layers or builtin.get(layer, False)
+                    have = sorted([*g.layers, *(k for k, v in builtin.items() if v)])
+                if not ok:
+                    raise DataConfigError(
+                        f"region {i} ({', '.join(paths)}) has no layer {name!r}; "
+                        f"it has {', '.join(have) or 'none'}"
+                    )
+
+    def _ensure_open(self) -> None:
+        if self._pid != os.getpid():
+            ds = self.dataset
+            self._stores = [
+                [_open(p, ds.storage_options, ds.retries, ds.retry_backoff_s) for p in paths]
+                for paths in ds.regions_paths
+            ]
+            self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_pid": None, "_stores": []}
+
+    def _array(self, region: int, name: str) -> tuple[Any, bool]:
+        """The zarr array of layer ``name`` in ``region``, and whether it has a time axis."""
+        head, _, layer = name.partition("/")
+        stores = self._stores[region]
+        if head == "static":
+            return next(s.static[layer] for s in stores if layer in s.static), False
+        g = next(s[head] for s in stores if head in s.groups)
+        array = {"mask": g.mask, "cloud": g.cloud}.get(layer) if layer not in g.layers else g.layers[layer]
+        return array, True
+
+    def read(self, batch: SensorStack) -> dict[str, torch.Tensor]:
+        """The requested layers for every window of ``batch`` (see the class docstring)."""
+        self._ensure_open()
+        if batch.index is None or batch.origin is None:
+            raise DataConfigError("the batch carries no window index/origin: read it from a CubeDataset")
+        size = self.dataset.window_size
+        index = batch.index.tolist()
+        origin = batch.origin.tolist()
+        out: dict[str, torch.Tensor] = {}
+        for name in self.layers:
+            head = name.partition("/")[0]
+            if head == "static":
+                values = np.full((len(index), size, size), np.nan, dtype=np.float32)
+            else:
+                times = batch.series[head].times.numpy()
+                values = np.full((len(index), times.shape[1], size, size), np.nan, dtype=np.float32)
+            for k, (i, (row, col)) in enumerate(zip(index, origin, strict=True)):
+                if i == PAD_INDEX:
+                    continue
+                region = self.dataset.windows[i].region
+                array, per_date = self._array(region, name)
+                fill = array.fill_value if "_FillValue" in array.attrs else None
+                rows, cols = slice(row, row + size), slice(col, col + size)
+                if not per_date:
+                    values[k] = _layer_values(array[rows, cols], fill)
+                    continue
+                days = self.dataset.regions[region].groups[head].days
+                for s, day in enumerate(times[k]):
+                    hits = np.flatnonzero(days == day)
+                    if day == 0 or hits.size == 0:
+                        continue  # a padded step
+                    if hits.size > 1:
+                        raise DataConfigError(
+                            f"layer {name!r}: group {head!r} has {hits.size} acquisitions on day {day}; "
+                            "per-date layers are aligned by day"
+                        )
+                    values[k, s] = _layer_values(array[int(hits[0]), rows, cols], fill)
+            out[name] = torch.from_numpy(values)
+        return out
+
+    def attach(self, batch: SensorStack) -> SensorStack:
+        """``batch`` with the layers added to its targets (the augmentation then transforms them too).
+
+        Targets are ``[B,H,W]``: a static layer is one target under its name (``static/dem``); a
+        per-date layer is one target per time step, ``"s2/scl[0]"``, ``"s2/scl[1]"``, ...;
+        :func:`layer_steps` stacks them back into ``[B,T,H,W]``.
+        """
+        from dataclasses import replace
+
+        targets = dict(batch.targets)
+        for name, values in self.read(batch).items():
+            if values.ndim == 3:
+                targets[name] = values
+            else:
+                targets |= {f"{name}[{t}]": values[:, t] for t in range(values.shape[1])}
+        return replace(batch, targets=targets)
+
+
+def layer_steps(batch: SensorStack, name: str) -> torch.Tensor:
+    """The per-date layer ``name`` that :meth:`LayerReader.attach` put in the targets, ``[B,T,H,W]``."""
+    steps: list[torch.Tensor] = []
+    while f"{name}[{len(steps)}]" in batch.targets:
+        steps.append(batch.targets[f"{name}[{len(steps)}]"])
+    if not steps:
+        raise DataConfigError(
+            f"the batch carries no per-date layer {name!r}; targets: {', '.join(batch.targets)}"
+        )
+    return torch.stack(steps, dim=1)
+
+
+def _layer_values(values: np.ndarray, fill: Any) -> np.ndarray:
+    out = np.asarray(values, dtype=np.float32)
+    if fill is not None and not (isinstance(fill, float) and np.isnan(fill)):
+        out = np.where(np.asarray(values) == fill, np.float32(np.nan), out)
+    return out
+
+
+class LayeredDataset(Dataset[SensorStack]):
+    """A :class:`CubeDataset` whose batches carry extra layers in their targets (see :class:`LayerReader`).
+
+    Use it where a ``CubeDataset`` is used (DataLoader, batched fetch): the layers are read in the same
+    worker as the bands and then travel, and are augmented, with the batch.
+    """
+
+    def __init__(self, dataset: CubeDataset, layers: Sequence[str]) -> None:
+        self.dataset = dataset
+        self.reader = LayerReader(dataset, layers)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> SensorStack:
+        """Window ``index`` with its layers."""
+        return self.reader.attach(self.dataset.read_batch([index]))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[SensorStack]:
+        """A whole batch with its layers (the DataLoader's batched fetch)."""
+        return [self.reader.attach(self.dataset.read_batch(indices))]

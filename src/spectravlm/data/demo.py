@@ -26,7 +26,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from spectravlm.data.store import Grid, SensorCube, StoreTransaction
+from spectravlm.data.store import CubeStore, Grid, SensorCube, StoreTransaction
 
 S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 
@@ -177,8 +177,30 @@ def make_demo_cubes(
 def write_demo_store(
     path: str | os.PathLike[str], size: int = 512, seed: int = 0, overwrite: bool = False
 ) -> None:
-    """Write the synthetic demo store (groups ``s2``, ``s1``; target ``agb``) and its statistics."""
+    """Write the synthetic demo store (groups ``s2``, ``s1``; target ``agb``) and its statistics.
+
+    ``overwrite`` replaces an earlier demo store only: a path that holds anything else (a real store, any
+    other folder or file) is refused, so that demo data never replaces a user's data.
+
+    Raises:
+        StoreExistsError: ``path`` exists and is not a synthetic demo store (or ``overwrite`` is off).
+
+    """
+    from pathlib import Path
+
     from spectravlm.data.stats import compute_stats
+    from spectravlm.errors import StoreError, StoreExistsError
+
+    if overwrite and Path(path).exists():
+        try:
+            synthetic = CubeStore.open(path).synthetic
+        except StoreError:
+            synthetic = False
+        if not synthetic:
+            raise StoreExistsError(
+                f"{path} exists and is not a synthetic demo store: the demo store never replaces it; "
+                "choose another path"
+            )
 
     s2, s1, agb, grid = make_demo_cubes(size=size, seed=seed)
     title = f"SYNTHETIC spectravlm demo store (seed {seed}): not real satellite data"

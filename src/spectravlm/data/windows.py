@@ -57,16 +57,26 @@ class Window:
         return slice(self.row, self.row + self.size), slice(self.col, self.col + self.size)
 
 
-def _starts(extent: int, size: int, stride: int, chunk: int, align: bool) -> list[int]:
+def _starts(extent: int, size: int, stride: int, chunk: int, align: bool, cover_edges: bool) -> list[int]:
     """Window starts along one axis (see :func:`window_grid`)."""
     if not align:
-        return list(range(0, extent - size + 1, stride))
-    if size > chunk:  # start on chunk edges: the stride rounded up to whole chunks
-        return list(range(0, extent - size + 1, -(-stride // chunk) * chunk))
-    out: list[int] = []
-    for c0 in range(0, extent, chunk):
-        out.extend(range(c0, min(c0 + chunk, extent) - size + 1, stride))
-    return out
+        out = list(range(0, extent - size + 1, stride))
+    elif size > chunk:  # start on chunk edges: the stride rounded to whole chunks
+        step = -(-stride // chunk) * chunk  # up, unless that would leave gaps between windows
+        if cover_edges and step > size >= stride:
+            step = max(chunk, stride // chunk * chunk)
+        out = list(range(0, extent - size + 1, step))
+    else:
+        out = []
+        for c0 in range(0, extent, chunk):
+            end = min(c0 + chunk, extent)
+            inside = list(range(c0, end - size + 1, stride))
+            if cover_edges and end - c0 >= size and inside[-1] + size < end:
+                inside.append(end - size)  # snapped to the tile's end: still one chunk, overlapping
+            out.extend(inside)
+    if cover_edges and out[-1] + size < extent:
+        out.append(extent - size)  # snapped to the grid's border
+    return sorted(set(out))
 
 
 def window_grid(
@@ -77,13 +87,21 @@ def window_grid(
     chunk: tuple[int, int] = (256, 256),
     align_to_chunks: bool = True,
     region: int = 0,
+    cover_edges: bool = True,
 ) -> list[Window]:
     """All windows of ``size`` px of a ``height`` x ``width`` grid, in row-major order.
 
     With ``align_to_chunks`` and ``size <= chunk``, windows are laid out inside each chunk tile at
-    ``stride`` steps and never cross a tile edge (when ``size`` divides the chunk edge, which is the
-    common case, this covers every pixel). With ``size > chunk`` they start on chunk boundaries.
-    Without alignment they start every ``stride`` px from 0.
+    ``stride`` steps and never cross a tile edge: the aligned fast path, one chunk per date. With
+    ``size > chunk`` they start on chunk boundaries (the stride rounded up to whole chunks, or down when
+    rounding up would leave pixels between windows). Without alignment they start every ``stride`` px
+    from 0.
+
+    With ``cover_edges`` (default) no pixel is left out: where the steps stop short of a tile's end,
+    one more window is snapped to that end (inside the tile, overlapping its neighbour); where they stop
+    short of the grid's border (a last partial tile narrower than the window, a stride that does not
+    divide the grid), one more window is snapped to the border (it may cross one chunk edge). A 64 px
+    window grid on a 122 px store thus has starts 0 and 58 per axis and reads every pixel.
 
     Args:
         height: rows of the grid.
@@ -93,6 +111,7 @@ def window_grid(
         chunk: spatial chunk edges ``(rows, cols)`` of the stored arrays.
         align_to_chunks: keep windows inside chunk tiles (see above).
         region: region index stored in each window.
+        cover_edges: add windows snapped to tile ends and to the grid border so every pixel is covered.
 
     Raises:
         DataConfigError: when the window is larger than the grid or sizes are not positive.
@@ -106,8 +125,8 @@ def window_grid(
             f"window of {size}x{size} px is larger than the store grid of {height}x{width} px "
             f"(region {region}); choose window_size <= {min(height, width)}"
         )
-    rows = _starts(height, size, stride, chunk[0], align_to_chunks)
-    cols = _starts(width, size, stride, chunk[1], align_to_chunks)
+    rows = _starts(height, size, stride, chunk[0], align_to_chunks, cover_edges)
+    cols = _starts(width, size, stride, chunk[1], align_to_chunks, cover_edges)
     return [Window(region, r, c, size) for r in rows for c in cols]
 
 
@@ -155,6 +174,18 @@ def split_windows(
         if w in block_of:
             out[assign[block_of[w]]].append(w)
     return out
+
+
+def auto_block_size(extents: Sequence[tuple[int, int]], window_size: int, stride: int | None = None) -> int:
+    """The default edge of the split blocks: at least 4 x 4 blocks in the smallest region.
+
+    The largest multiple of the window size (and stride) that fits four times into the smaller side of the
+    smallest region, and never less than one window. A 512 px store with 128 px windows gets 128 px blocks
+    (16 blocks); a 10980 px Sentinel-2 tile with 128 px windows 2688 px blocks (16 blocks).
+    """
+    unit = math.lcm(window_size, stride or window_size)
+    side = min(min(h, w) for h, w in extents)
+    return max(unit, side // 4 // unit * unit)
 
 
 def _deal(n: int, fractions: tuple[float, float, float]) -> list[int]:
@@ -223,6 +254,7 @@ class WindowSampler(DistributedSampler):
         self.pad_to_even = pad_to_even
         self.num_samples = len(self)
         self.total_size = self.num_samples * world_size
+        self._resume: tuple[int, int] | None = None  # (epoch, samples of this rank's share already consumed)
 
     def order(self) -> np.ndarray:
         """Window indices of this epoch, before sharding (the same on every rank)."""
@@ -230,10 +262,27 @@ class WindowSampler(DistributedSampler):
             return np.arange(self.n_windows)
         return np.random.default_rng([self.seed, self.epoch]).permutation(self.n_windows)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's shuffle; a resume position of another epoch no longer applies."""
+        super().set_epoch(epoch)
+        if self._resume is not None and self._resume[0] != epoch:
+            self._resume = None
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        """Continue epoch ``epoch`` after the first ``consumed`` samples of this rank's share.
+
+        Every iteration of that epoch starts there (Lightning may create an iterator more than once) until
+        :meth:`set_epoch` moves on to another epoch.
+        """
+        self.set_epoch(epoch)
+        self._resume = (epoch, consumed)
+
     def __iter__(self) -> Iterator[int]:
         mine = self.order()[self.rank :: self.num_replicas].tolist()
         if self.pad_to_even:
             mine += [PAD_INDEX] * (len(self) - len(mine))
+        if self._resume is not None and self._resume[0] == self.epoch:
+            mine = mine[self._resume[1] :]
         return iter(mine)
 
     def __len__(self) -> int:

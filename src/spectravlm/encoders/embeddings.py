@@ -1,7 +1,8 @@
 """Fixed position and date embeddings added to tokens by the encoders.
 
 Both are sine/cosine embeddings (Vaswani et al., https://arxiv.org/abs/1706.03762), built on
-TorchGeo's DOFA ``position_embedding`` (1-D, ``[M] -> [M,D]``). They are computed from token
+TorchGeo's DOFA ``position_embedding`` (1-D, ``[M] -> [M,D]``), always in float32 (see
+:func:`~spectravlm.tokenizers.spectral.sincos_embedding`). They are computed from token
 coordinates rather than stored as a table, so any image size and any number of dates works.
 """
 
@@ -10,9 +11,9 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 from torch import Tensor
-from torchgeo.models.dofa import position_embedding
 
 from spectravlm.errors import ModelConfigError
+from spectravlm.tokenizers.spectral import sincos_embedding
 
 
 def grid_embedding(row: Tensor, col: Tensor, dim: int) -> Tensor:
@@ -30,8 +31,8 @@ def grid_embedding(row: Tensor, col: Tensor, dim: int) -> Tensor:
     if dim % 4:
         raise ModelConfigError(f"2-D sine/cosine position embedding needs a width divisible by 4, got {dim}")
     shape = row.shape
-    rows = position_embedding(dim // 2, row.reshape(-1).float())
-    cols = position_embedding(dim // 2, col.reshape(-1).float())
+    rows = sincos_embedding(dim // 2, row.reshape(-1))
+    cols = sincos_embedding(dim // 2, col.reshape(-1))
     emb = torch.cat([rows, cols], dim=1)
     return emb.reshape(*shape, dim)
 
@@ -52,4 +53,4 @@ def date_embedding(days: Tensor, valid: Tensor, dim: int) -> Tensor:
     first = torch.where(valid, days, torch.full_like(days, big)).amin(dim=1, keepdim=True)
     first = torch.where(first == big, torch.zeros_like(first), first)
     rel = (days - first).float()
-    return rearrange(position_embedding(dim, rel.reshape(-1)), "(b n) d -> b n d", b=days.shape[0])
+    return rearrange(sincos_embedding(dim, rel.reshape(-1)), "(b n) d -> b n d", b=days.shape[0])

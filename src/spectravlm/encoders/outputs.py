@@ -124,7 +124,7 @@ class EncoderOutput:
 def location_index(
     spans: Mapping[str, tuple[int, int]], grids: Mapping[str, TokenGrid], device: torch.device
 ) -> Tensor:
-    """``[S,L]`` positions along ``N`` of the tokens at each patch location (every group, date, spectral group).
+    """``[S,L]`` positions along ``N`` of the tokens of each patch location (groups, dates, spectral groups).
 
     Every token appears exactly once, so ``x[:, index]`` regroups a sequence by location and a scatter with
     the same index puts it back.

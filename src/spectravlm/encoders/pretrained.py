@@ -60,7 +60,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the checkpoint file is empty")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises RuntimeError, pickle errors, zipfile errors, EOFError...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "zip" in first.lower() or "eof" in first.lower() or "central directory" in first.lower():
@@ -149,7 +149,7 @@ class PretrainedMixin(nn.Module):
 
     @classmethod
     def config_from_dict(cls, d: dict[str, Any], overrides: dict[str, Any], where: str) -> Any:
-        """Build the config from its saved form, applying ``overrides`` that leave the weights' meaning alone."""
+        """Build the config from its saved form with ``overrides`` that leave the weights' meaning alone."""
         config = cls.config_class.from_dict(d)  # type: ignore[attr-defined]
         known = {f.name for f in fields(config)}
         unknown = sorted(set(overrides) - known)
@@ -184,7 +184,7 @@ class PretrainedMixin(nn.Module):
     def from_pretrained(
         cls: type[M], path: str | Path, device: str | torch.device = "cpu", **overrides: Any
     ) -> M:
-        """Build the model from ``config.json`` in ``path`` (with ``overrides``) and load its weights strictly."""
+        """Build the model from ``config.json`` in ``path`` (and ``overrides``); load its weights strictly."""
         config = cls.load_config(path, **overrides)
         model = cls(config)
         weights = Path(path) / WEIGHTS_NAME
@@ -193,7 +193,8 @@ class PretrainedMixin(nn.Module):
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
         if missing or unexpected:
             raise ModelConfigError(
-                f"{path} does not fit {cls.__name__}: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+                f"{path} does not fit {cls.__name__}: missing {sorted(missing)}, "
+                f"unexpected {sorted(unexpected)}"
             )
         return model.to(device)
 

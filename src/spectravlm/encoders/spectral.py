@@ -154,7 +154,7 @@ ARCHITECTURE_FIELDS: tuple[str, ...] = (
     "temporal_depth",
     "location_pool",
 )
-"""Config fields that define the weights or what they mean: ``from_pretrained`` overrides may not change them."""
+"""Config fields that define the weights or their meaning: ``from_pretrained`` may not override them."""
 
 
 def build_tokenizer(config: SpectralEncoderConfig) -> PatchTokenizer:
@@ -279,7 +279,7 @@ class SpectralEncoder(PretrainedMixin):
         return out
 
     def group_matcher(self, coarse: bool = False) -> Callable[[str], tuple[int, ...]]:
-        """timm's layer grouping for layer-wise learning-rate decay: stem, blocks in depth order, then norm."""
+        """Layer grouping for timm's layer-wise learning-rate decay: stem, blocks in depth order, norm."""
         depth = len(self.blocks)
 
         def ordinal(name: str) -> tuple[int, ...]:
@@ -414,7 +414,7 @@ class SpectralEncoder(PretrainedMixin):
         return torch.zeros_like(x).index_copy(1, index.flatten(), rearrange(out, "b s l d -> b (s l) d"))
 
     def _run(self, blocks: nn.ModuleList, x: Tensor, keep: Tensor | None, gather: bool) -> Tensor:
-        """Blocks over ``x [G,L,D]`` with key mask ``keep [G,L]`` (None: all), optionally on gathered tokens."""
+        """Blocks over ``x [G,L,D]``, key mask ``keep [G,L]`` (None: all), optionally on gathered tokens."""
         if keep is not None and gather:
             k = max(1, int(keep.sum(dim=1).max()))
             order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :k]  # kept tokens first

@@ -41,12 +41,37 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.mlp(x), dim=-1)
 
 
+Gather = Callable[[Tensor], tuple[Tensor, int]]
+"""An all-gather across ranks: ``[B,...] -> ([R*M,...], M)``, every rank's tensor padded to ``M`` rows."""
+
+
+def padded_all_gather(all_gather: Callable[[Tensor], Tensor], t: Tensor) -> tuple[Tensor, int]:
+    """All-gather ``t [B,...]`` from ranks whose ``B`` may differ (an uneven last batch), without hanging.
+
+    Collective gathers need one shape on every rank: the sizes are gathered first, every rank pads its
+    tensor with zero rows to the largest ``B``, and the padded tensors are gathered.
+
+    Args:
+        all_gather: the strategy's gather, ``[M,...] -> [R,M,...]`` (Lightning's ``self.all_gather``).
+        t: this rank's ``[B,...]``.
+
+    Returns:
+        ``([R*M,...], M)``: every rank's rows, rank ``r``'s first ``B_r`` of them at ``r*M``.
+
+    """
+    sizes = all_gather(torch.tensor([t.shape[0]], device=t.device))
+    m = int(sizes.max())
+    if t.shape[0] < m:
+        t = torch.cat([t, t.new_zeros(m - t.shape[0], *t.shape[1:])])
+    return all_gather(t).flatten(0, 1), m
+
+
 def info_nce(
     a: Tensor,
     b: Tensor,
     keep: Tensor,
     temperature: float,
-    gather: Callable[[Tensor], Tensor] | None = None,
+    gather: Gather | None = None,
     rank: int = 0,
 ) -> Tensor:
     """Symmetric InfoNCE between paired, L2-normalised embeddings of two modalities.
@@ -57,8 +82,9 @@ def info_nce(
         keep: ``[B]`` bool, samples where both modalities were seen (others are neither anchors nor
             negatives).
         temperature: softmax temperature (CLIP initialises at 0.07).
-        gather: all-gather across ranks, ``[B,...] -> [R*B,...]`` (``None``: single process).
-        rank: this process's rank (position of the local batch in the gathered one).
+        gather: all-gather across ranks, ``[B,...] -> ([R*M,...], M)`` with every rank's rows padded to
+            ``M`` (:func:`padded_all_gather`; padding rows are excluded), ``None``: single process.
+        rank: this process's rank (its rows start at ``rank * M`` in the gathered tensors).
 
     Returns:
         Scalar loss; zero (still attached to the graph) when no sample is kept.
@@ -68,8 +94,8 @@ def info_nce(
         raise ModelConfigError(f"contrastive temperature must be > 0, got {temperature}")
     n = a.shape[0]
     if gather is not None:
-        a_all, b_all, keep_all = gather(a), gather(b), gather(keep.float()) > 0.5
-        offset = rank * n
+        (a_all, m), (b_all, _), (keep_f, _) = gather(a), gather(b), gather(keep.float())
+        keep_all, offset = keep_f > 0.5, rank * m
     else:
         a_all, b_all, keep_all, offset = a, b, keep, 0
     if not bool(keep.any()):

@@ -2,11 +2,11 @@
 
 :class:`NumericCausalLM` wraps an ``AutoModelForCausalLM``-style model (anything with
 ``get_input_embeddings()`` that accepts ``inputs_embeds``, ``attention_mask``, ``position_ids``,
-``past_key_values`` and returns ``logits`` and ``hidden_states``). In ``xval`` mode it scales the
-number tokens' embeddings by their values (:class:`~spectravlm.numeric.modules.NumberEmbedding`),
-adds the number head's loss to the LM loss, and fills in the value of every number token it
-generates. In ``digits`` and ``none`` mode it is the LM alone, so that the three modes are compared
-with one code path.
+a KV cache (``cache`` in transformers 5, ``past_key_values`` before) and returns ``logits`` and
+``hidden_states``). In ``xval`` mode it scales the number tokens' embeddings by their values
+(:class:`~spectravlm.numeric.modules.NumberEmbedding`), adds the number head's loss to the LM loss, and
+fills in the value of every number token it generates. In ``digits`` and ``none`` mode it is the LM
+alone, so that the three modes are compared with one code path.
 
 A model that puts something in front of the text (the Q-Former bridge) calls :meth:`embed_inputs`
 for the text, concatenates its own embeddings, and calls :meth:`forward_embeds` with ``labels``,
@@ -17,6 +17,7 @@ Axis legend: ``b`` batch, ``l`` sequence position, ``d`` hidden width, ``v`` voc
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -187,7 +188,7 @@ class NumericCausalLM(nn.Module):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            output_hidden_states=True,
+            output_hidden_states=[-1],  # only the last layer's states are kept
             use_cache=False,
         )
         hidden = out.hidden_states[-1]
@@ -249,16 +250,21 @@ class NumericCausalLM(nn.Module):
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         past: Any = None
         num_ids = torch.tensor(self.num_token_ids, dtype=torch.long, device=ids.device)
+        cache_kwarg = (
+            "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
+        )
         for _ in range(max_new_tokens):
+            kwargs: dict[str, Any] = {} if past is None else {cache_kwarg: past}
             out = self.lm(
                 inputs_embeds=embeds,
                 attention_mask=attn,
                 position_ids=position_ids,
-                past_key_values=past,
                 use_cache=True,
-                output_hidden_states=True,
+                output_hidden_states=[-1],
+                **kwargs,
             )
-            past = out.past_key_values
+            past = getattr(out, "cache", None)
+            past = out.past_key_values if past is None else past
             next_id = out.logits[:, -1].argmax(-1)
             if eos_token_id is not None:
                 next_id = torch.where(done, torch.full_like(next_id, eos_token_id), next_id)

@@ -19,6 +19,12 @@ the residual stream. Both modules therefore work on a scaled value ``s``:
 The inverse of ``s`` clamps ``s`` to the range that maps into float32 (a documented clamp: a head
 cannot predict a value float32 cannot hold).
 
+**Precision.** Both modules scale values in float32 whatever the LM's dtype and whether or not an
+autocast region is active: a bf16 value has 8 significant bits, so casting first would turn 1234.5
+into 1232 and 87.6 into 87.5. The embedding computes its rows in float32 and rounds them to the LM's
+dtype once; the head runs its MLP in float32 (its weights cast on use if the model was cast), so
+its scaled and raw predictions are float32.
+
 Axis legend: ``b`` batch, ``l`` sequence position, ``d`` embedding / hidden width.
 """
 
@@ -79,6 +85,12 @@ def _check_numbers(numbers: torch.Tensor, number_mask: torch.Tensor, shape: torc
         raise NumericInputError("numbers holds NaN or infinite values at number tokens; expected finite ones")
 
 
+def _linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` in float32 (weights cast on use when the module was cast to a lower precision)."""
+    bias = None if layer.bias is None else layer.bias.float()
+    return F.linear(x, layer.weight.float(), bias)
+
+
 class NumberEmbedding(nn.Module):
     """Value-scaled embedding of number tokens (xVal).
 
@@ -126,12 +138,16 @@ class NumberEmbedding(nn.Module):
         """
         _check_numbers(numbers, number_mask, token_embeds.shape[:2])
         mask = number_mask.bool()
-        scaled = scale_values(numbers.to(token_embeds.dtype), self.scaling, self.scale)
-        scaled = torch.where(mask, scaled, 0.0)
-        if self.direction is None:
-            factor = torch.where(mask, scaled, 1.0)
-            return token_embeds * rearrange(factor, "b l -> b l 1")
-        return token_embeds + rearrange(scaled, "b l -> b l 1") * self.direction
+        with torch.autocast(device_type=token_embeds.device.type, enabled=False):
+            rows = token_embeds[mask].float()  # (k, d): only the number tokens change
+            scaled = rearrange(scale_values(numbers[mask].float(), self.scaling, self.scale), "k -> k 1")
+            if self.direction is None:
+                rows = rows * scaled
+            else:
+                rows = rows + scaled * self.direction.float()
+        out = token_embeds.clone()
+        out[mask] = rows.to(token_embeds.dtype)  # one rounding to the LM's dtype
+        return out
 
     def embed(
         self,
@@ -160,8 +176,8 @@ class NumberHeadOutput:
     """What :class:`NumberHead` predicts at every position.
 
     Attributes:
-        scaled: ``[b, l]`` predicted scaled values (what the loss compares).
-        values: ``[b, l]`` the same, mapped back to raw values (clamped to float32's range).
+        scaled: ``[b, l]`` float32 predicted scaled values (what the loss compares).
+        values: ``[b, l]`` float32, the same mapped back to raw values (clamped to float32's range).
 
     """
 
@@ -225,8 +241,12 @@ class NumberHead(nn.Module):
             Scaled and raw predictions, ``[b, l]`` each.
 
         """
-        scaled = rearrange(self.mlp(hidden_states), "b l 1 -> b l")
-        values = unscale_values(scaled.float(), self.scaling, self.scale)
+        first, act, last = self.mlp
+        assert isinstance(first, nn.Linear) and isinstance(last, nn.Linear)
+        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+            x = _linear32(last, act(_linear32(first, hidden_states.float())))
+        scaled = rearrange(x, "b l 1 -> b l")
+        values = unscale_values(scaled, self.scaling, self.scale)
         return NumberHeadOutput(scaled=scaled, values=values)
 
     def loss(
@@ -250,8 +270,8 @@ class NumberHead(nn.Module):
 
         """
         _check_numbers(numbers, number_mask, hidden_states.shape[:2])
-        pred = self(hidden_states).scaled
-        target = scale_values(numbers.to(pred.dtype), self.scaling, self.scale)
+        pred = self(hidden_states).scaled  # float32
+        target = scale_values(numbers.float(), self.scaling, self.scale)
         mask = number_mask.bool()
         if shift:
             pred, target, mask = pred[:, :-1], target[:, 1:], mask[:, 1:]

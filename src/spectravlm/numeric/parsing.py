@@ -157,7 +157,7 @@ def find_numbers(text: str, max_digits: int = DEFAULT_MAX_DIGITS) -> list[Number
         NumericInputError: A number with more than ``max_digits`` digits, or a value that float32
             cannot hold (see :func:`to_float32`).
 
-    Example:
+    Examples:
         >>> [s.value for s in find_numbers("B8A: 152.3 t/ha over 1,234 plots, VV -12.5 dB, 10-20 m")]
         [152.3000030517578, 1234.0, -12.5, 10.0, 20.0]
 

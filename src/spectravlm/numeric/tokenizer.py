@@ -97,7 +97,7 @@ class NumericTokenizer:
         digit_token_ids: Id of each digit-mode character token (empty unless ``digits``).
         num_added_tokens: How many tokens wrapping added to the vocabulary.
 
-    Example:
+    Examples:
         >>> tok = NumericTokenizer(hf_tokenizer, mode="xval")  # doctest: +SKIP
         >>> enc = tok(["mean AGB is 152.3 t/ha"], return_tensors="pt")  # doctest: +SKIP
         >>> enc["numbers"][enc["number_mask"]]  # doctest: +SKIP

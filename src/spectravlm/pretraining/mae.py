@@ -33,7 +33,7 @@ definition of each and the exported weights are the encoder's, unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -45,7 +45,7 @@ from spectravlm.encoders.embeddings import date_embedding, grid_embedding
 from spectravlm.encoders.outputs import masked_token_mean
 from spectravlm.encoders.spectral import SpectralEncoder
 from spectravlm.errors import ModelConfigError
-from spectravlm.heads.contrastive import ProjectionHead, info_nce
+from spectravlm.heads.contrastive import Gather, ProjectionHead, info_nce
 from spectravlm.pretraining.decoder import MaskedDecoder
 from spectravlm.pretraining.masking import MaskStrategy, check_mask, choose_hidden
 from spectravlm.sensors import get_sensor
@@ -238,7 +238,7 @@ class MaskedAutoencoder(nn.Module):
         self,
         stack: SensorStack,
         generator: torch.Generator | None = None,
-        gather: Callable[[Tensor], Tensor] | None = None,
+        gather: Gather | None = None,
         rank: int = 0,
     ) -> MAEOutput:
         """One masked-autoencoder step on a batch.

@@ -1,11 +1,13 @@
-"""What every spectravlm task shares: model hooks, optimiser and parameter groups, seeded randomness per
-batch, data checks, normalisation statistics and checkpoint metadata.
+"""What every spectravlm task shares: hooks, parameter groups, per-batch seeds, checks, statistics, metadata.
+
+The shared part covers model hooks, the optimiser and its parameter groups, seeded randomness per batch,
+data checks, the encoder's normalisation statistics and checkpoint metadata.
 
 A task is a thin :class:`lightning.LightningModule` over plain ``nn.Module`` s built from explicit, typed
 hyperparameters (no module is ever a hyperparameter, so every checkpoint loads from its
 ``hyper_parameters`` alone). As in TorchGeo, :class:`BaseTask` saves the hyperparameters and calls
-:meth:`~BaseTask.configure_models`, :meth:`~BaseTask.configure_losses` and :meth:`~BaseTask.configure_metrics`;
-subclasses read ``self.hparams`` there. What it adds:
+:meth:`~BaseTask.configure_models`, :meth:`~BaseTask.configure_losses` and
+:meth:`~BaseTask.configure_metrics`; subclasses read ``self.hparams`` there. What it adds:
 
 * **Optimiser**: AdamW with timm's parameter groups (``param_groups_weight_decay``, or
   ``param_groups_layer_decay`` with ``layer_decay``): no weight decay on biases, norms and what the modules'
@@ -139,7 +141,8 @@ class BaseTask(L.LightningModule):
         trainable = hp["encoder_trainable"]
         if not (trainable in ("all", "none") or (isinstance(trainable, int) and trainable >= 0)):
             raise ModelConfigError(
-                f"encoder_trainable must be 'all', 'none' or a number of last blocks to train, got {trainable!r}"
+                "encoder_trainable must be 'all', 'none' or a number of last blocks to train, "
+                f"got {trainable!r}"
             )
         self.encoder_loaded = False  # True when configure_models loaded a pretrained encoder
         self.configure_models()
@@ -292,9 +295,11 @@ class BaseTask(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Check the data module against the model, and set the encoder's statistics, before any step."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:  # plain dataloaders: nothing to check against (and no store to read)
+            return
         from spectravlm.data.datamodule import CubeDataModule
 
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if not isinstance(dm, CubeDataModule):
             return
         if not dm.datasets:

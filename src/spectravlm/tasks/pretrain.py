@@ -37,6 +37,7 @@ from spectravlm.encoders.spectral import (
     task_encoder,
 )
 from spectravlm.errors import ModelConfigError
+from spectravlm.heads.contrastive import padded_all_gather
 from spectravlm.pretraining.mae import MAEOutput, build_mae
 from spectravlm.pretraining.masking import MaskStrategy, check_mask
 from spectravlm.stack import SensorStack, clone_stack
@@ -157,7 +158,7 @@ class PretrainTask(BaseTask):
 
     def configure_models(self) -> None:
         """The encoder (new, or ``init_encoder``) and the MAE decoder around it."""
-        hp = self.hparams
+        hp: Any = self.hparams
         encoder = task_encoder(
             hp.encoder,
             hp.patch_size,
@@ -194,7 +195,8 @@ class PretrainTask(BaseTask):
         kinds = {info.kind for info in groups.values()}
         if self.model.projection is not None and kinds != {"optical", "sar"}:
             raise ModelConfigError(
-                f"the contrastive loss pairs optical and SAR streams; the data has {sorted(kinds)} streams only"
+                "the contrastive loss pairs optical and SAR streams; the data has "
+                f"{sorted(kinds)} streams only"
             )
 
     # ---- steps -------------------------------------------------------------------------------------
@@ -207,10 +209,13 @@ class PretrainTask(BaseTask):
         gather = None
         if stage == "train" and self.trainer.world_size > 1:
 
-            def gather(t: Tensor) -> Tensor:
+            def all_gather(t: Tensor) -> Tensor:
                 gathered = self.all_gather(t, sync_grads=True)  # (R, B, ...)
                 assert isinstance(gathered, Tensor)
-                return gathered.flatten(0, 1)
+                return gathered
+
+            def gather(t: Tensor) -> tuple[Tensor, int]:  # ranks may hold batches of different sizes
+                return padded_all_gather(all_gather, t)
 
         out = self.model(batch, self.mask_generator(stage, batch_idx), gather, self.global_rank)
         n = batch.batch_size

@@ -161,12 +161,14 @@ def check_units(series: SensorSeries, where: str = "") -> None:
         hint = ""
         if series.units == "DN":
             hint = (
-                " (uncalibrated digital numbers: calibrate at ingest, e.g. spectravlm data ingest s1-grd with "
-                "its calibration, or --db)"
+                " (uncalibrated digital numbers: re-ingest with calibration, `spectravlm data ingest s1-grd "
+                "SCENE STORE --db` reads the product's calibration, or `--calibration-constant K --db`)"
+                if kind == "sar"
+                else " (digital numbers: re-ingest with `--units reflectance --scale-factor 1e-4`)"
             )
         raise UnknownUnitError(
-            f"{where or series.sensor}: values in {series.units!r}{hint}; this encoder takes {kind} values in "
-            f"{' or '.join(repr(u) for u in accepted)} (physical = stored * scale + offset)"
+            f"{where or series.sensor}: values in {series.units!r}{hint}; this encoder takes {kind} values "
+            f"in {' or '.join(repr(u) for u in accepted)} (physical = stored * scale + offset)"
         )
 
 

@@ -52,8 +52,8 @@ from torch import Tensor, nn
 from spectravlm.errors import ModelConfigError
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorSeries, check_sar_unit
-from spectravlm.tokenizers.channels import SAR_RATIOS, Channel, ratio_channel, sensor_channels
-from spectravlm.tokenizers.image import RATIO_DB_STATS, ChannelImage, check_units, mask_invalid
+from spectravlm.tokenizers.channels import SAR_RATIOS, ratio_channel, sensor_channels
+from spectravlm.tokenizers.image import ChannelImage, check_units, mask_invalid
 
 SpeckleFilter = Literal["lee", "refined_lee"]
 
@@ -222,7 +222,9 @@ class SARFrontEnd(nn.Module):
         valid = series.valid & torch.isfinite(x).all(dim=2)
         if self.nodata is not None:
             valid = valid & (series.values != self.nodata).all(dim=2)
-        if self.check_units and x.device.type == "cpu":  # on an accelerator: the loader checks (no sync)
+        # a loader-vetted series (``finite``) was checked on the CPU by the loader; on an accelerator the
+        # check would cost a device synchronisation every step
+        if self.check_units and not series.finite and x.device.type == "cpu":
             check_sar_unit(x, rearrange(valid, "b t h w -> b t 1 h w"), unit, series.sensor)
         if unit == "linear":
             valid = valid & (x > 0).all(dim=2)  # zero-filled GRD borders
@@ -270,5 +272,5 @@ class SARFrontEnd(nn.Module):
         )
 
     def forward(self, series: SensorSeries) -> ChannelImage:
-        """Backscatter in dB, not normalised (the encoder normalises with its statistics): :meth:`calibrated`."""
+        """Backscatter in dB, not normalised (the encoder normalises it): :meth:`calibrated`."""
         return self.calibrated(series)

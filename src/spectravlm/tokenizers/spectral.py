@@ -25,6 +25,18 @@ from spectravlm.errors import ModelConfigError
 from spectravlm.tokenizers.channels import SAR_ORDER, Channel
 
 
+def sincos_embedding(dim: int, pos: Tensor) -> Tensor:
+    """TorchGeo's 1-D sine/cosine embedding ``[M] -> [M,D]``, always computed in float32.
+
+    Positions here are large numbers (wavelengths of 443-2190 nm, hundreds of days, patch indices):
+    under CUDA autocast the ``einsum`` inside would run in bf16, whose 8 significant bits space 2190 nm
+    8 nm apart and day 300 two days apart, and the sines of those products are then noise. Autocast is
+    therefore switched off here, whatever region the caller is in.
+    """
+    with torch.autocast(device_type=pos.device.type, enabled=False):
+        return position_embedding(dim, pos.float())
+
+
 class ChannelDescriptor(nn.Module):
     """Descriptor vectors for channels: wavelength encoding (optical), polarisation embedding (SAR).
 
@@ -56,7 +68,8 @@ class ChannelDescriptor(nn.Module):
             wl = torch.tensor(
                 [channels[i].wavelength_nm for i in optical], device=device, dtype=torch.float32
             )
-            out[optical] = self.wavelength_mlp(position_embedding(self.dim, wl))
+            with torch.autocast(device_type=device.type, enabled=False):  # descriptors stay float32
+                out[optical] = self.wavelength_mlp(sincos_embedding(self.dim, wl))
         if sar:
             pols = [channels[i].polarisation for i in sar]
             unknown = [p for p in pols if p not in SAR_ORDER]

@@ -93,7 +93,11 @@ class LTAE(nn.Module):
         self.num_heads = num_heads
         self.d_k = d_k
         self.out_dim = mlp_dims[-1]
-        self.in_norm = nn.LayerNorm(in_dim)
+        # A per-token LayerNorm over a single channel subtracts the value from itself: every input would
+        # become 0 and the output a constant. One channel (an index such as NDVI) is normalised after the
+        # projection instead, over the model width, where its value survives.
+        self.norm_first = in_dim > 1
+        self.in_norm = nn.LayerNorm(in_dim if self.norm_first else d_model)
         self.in_proj = nn.Linear(in_dim, d_model)
         self.dates = DateEncoding(
             d_model,
@@ -112,6 +116,10 @@ class LTAE(nn.Module):
         self.attn_drop = nn.Dropout(dropout)
         self.out_drop = nn.Dropout(dropout)
         self.out_norm = nn.LayerNorm(self.out_dim)
+
+    def no_weight_decay(self) -> set[str]:
+        """The master queries are learned tokens: no weight decay."""
+        return {"query"}
 
     def forward(
         self,
@@ -136,7 +144,8 @@ class LTAE(nn.Module):
         """
         check_temporal_inputs(tokens, times, valid, dim=self.in_dim)
         b, t, n, _ = tokens.shape
-        x = self.in_proj(self.in_norm(zero_invalid(tokens, valid)))  # [B,T,N,D]
+        x = zero_invalid(tokens, valid)
+        x = self.in_proj(self.in_norm(x)) if self.norm_first else self.in_norm(self.in_proj(x))  # [B,T,N,D]
         x = x + rearrange(self.dates(times, valid.any(dim=2), reference), "b t d -> b t 1 d")
         x = zero_invalid(x, valid)
 
