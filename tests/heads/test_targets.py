@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spectravlm.errors import ModelConfigError
-from spectravlm.heads.targets import KINDS, TargetTransform, fit_statistics
+from spectravlm.heads.targets import KINDS, TargetTransform, fit_statistics, target_units
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -45,3 +45,14 @@ def test_log_transform_maps_quantiles_exactly_and_statistics_are_buffers():
     state = t.state_dict()
     assert float(state["loc"]) == 4.0 and float(state["scale"]) == 1.5
     assert torch.isfinite(t.inverse(torch.tensor([1e6]))).all()  # no overflow to inf
+
+
+def test_target_units_are_facts():
+    assert target_units("agb", "Mg/ha", "s.zarr") == "t/ha" == target_units("agb", "t ha-1", "s.zarr")
+    assert target_units("height", "m", "s.zarr") == "m"
+    with pytest.raises(ModelConfigError, match=r"s\.zarr/targets/agb: target 'agb' has no units attribute"):
+        target_units("agb", "", "s.zarr/targets/agb")
+    with pytest.raises(ModelConfigError, match=r"unknown units 'tonnes per acre'; known: 1, m, percent, t/ha"):
+        target_units("agb", "tonnes per acre", "s.zarr")
+    with pytest.raises(ModelConfigError, match="biomass density but its units are 'm'; expected t/ha"):
+        target_units("agb", "m", "s.zarr")

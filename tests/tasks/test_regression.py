@@ -142,13 +142,13 @@ def test_freezing_partial_unfreezing_and_the_encoder_learning_rate(demo_store, p
         _task(bands, encoder_trainable=5)
 
 
-def _store_without(path: Path, target: np.ndarray | None) -> Path:
+def _store_without(path: Path, target: np.ndarray | None, units: str = "t/ha") -> Path:
     s2, s1, _, grid = make_demo_cubes(size=128, seed=0)
     with StoreTransaction(path, mode="create", synthetic=True) as tx:
         tx.write_sensor("s2", s2)
         tx.write_sensor("s1", s1)
         if target is not None:
-            tx.write_target("agb", target, grid, units="t/ha")
+            tx.write_target("agb", target, grid, units=units)
     return path
 
 
@@ -174,6 +174,11 @@ def test_bad_input_is_refused_before_any_training_step(demo_store, pretrained, t
         ModelConfigError, match="target 'agb' has no valid \\(finite\\) pixel in the training split"
     ):
         fit(_task(bands), empty)
+    agb = make_demo_cubes(size=128, seed=0)[2]
+    for units, error in (("", "has no units attribute"), ("kg", "unknown units 'kg'")):
+        store = _store_without(tmp_path / f"units{len(units)}.zarr", agb, units=units)
+        with pytest.raises(ModelConfigError, match=rf"units{len(units)}\.zarr/targets/agb: .*{error}"):
+            fit(_task(bands), _dm(store))
     with pytest.raises(
         ModelConfigError, match=r"crop_size 16 gives a 2x2 patch grid.*4x4 grid of 32 px windows"
     ):

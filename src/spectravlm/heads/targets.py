@@ -13,6 +13,9 @@ monotone increasing, so predicted quantiles map to quantiles exactly (:meth:`Tar
 a predicted mean in a log space maps to the median in target units.
 
 ``log1p`` needs ``y > -1``: targets below 0 (AGB cannot be negative) are clipped to 0 first.
+
+Units are facts: a target layer must carry a ``units`` attribute that :func:`target_units` knows (AGB in
+``t/ha``, the same as ``Mg/ha``); a missing or unknown unit is an error, never a guess.
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ import torch
 from torch import Tensor, nn
 
 from spectravlm.errors import ModelConfigError
+
+UNIT_SPELLINGS: dict[str, str] = {
+    **dict.fromkeys(("t/ha", "t ha-1", "t ha^-1", "t.ha-1", "mg/ha", "mg ha-1", "mg ha^-1", "mg.ha-1"), "t/ha"),
+    **dict.fromkeys(("m", "metre", "meter", "metres", "meters"), "m"),
+    **dict.fromkeys(("percent", "%"), "percent"),
+    **dict.fromkeys(("1", "fraction", "dimensionless"), "1"),
+}
+"""Target unit spellings (lower case) -> canonical name: biomass density (1 t/ha = 1 Mg/ha), height, cover."""
+BIOMASS_TARGETS = ("agb", "biomass", "agbd")
+"""Target names that are biomass densities: their unit must be t/ha (Mg/ha)."""
 
 TargetTransformKind = Literal["none", "standardise", "log1p", "log1p_standardise"]
 KINDS: tuple[str, ...] = ("none", "standardise", "log1p", "log1p_standardise")
@@ -56,6 +69,35 @@ def fit_statistics(values: np.ndarray, kind: str) -> tuple[float, float]:
     if not std > 0:
         raise ModelConfigError(f"the target is constant ({mean:g}) over the training split: nothing to learn")
     return mean, std
+
+
+def target_units(name: str, units: str, where: str) -> str:
+    """The canonical unit of target ``name`` from its ``units`` attribute (``Mg/ha`` -> ``t/ha``).
+
+    Args:
+        name: the target layer (``agb``).
+        units: its ``units`` attribute.
+        where: the store (for the error).
+
+    Raises:
+        ModelConfigError: no unit, an unknown spelling, or a biomass target in anything but t/ha (Mg/ha).
+
+    """
+    if not units.strip():
+        raise ModelConfigError(
+            f"{where}: target {name!r} has no units attribute; a target's unit is a fact (AGB: t/ha = Mg/ha)"
+        )
+    canonical = UNIT_SPELLINGS.get(units.strip().lower())
+    if canonical is None:
+        known = ", ".join(sorted(set(UNIT_SPELLINGS.values())))
+        raise ModelConfigError(
+            f"{where}: target {name!r} is in unknown units {units!r}; known: {known} (t/ha = Mg/ha)"
+        )
+    if name.lower() in BIOMASS_TARGETS and canonical != "t/ha":
+        raise ModelConfigError(
+            f"{where}: target {name!r} is a biomass density but its units are {units!r}; expected t/ha (Mg/ha)"
+        )
+    return canonical
 
 
 class TargetTransform(nn.Module):
@@ -108,10 +150,13 @@ class TargetTransform(nn.Module):
 
 
 __all__ = [
+    "BIOMASS_TARGETS",
     "KINDS",
+    "UNIT_SPELLINGS",
     "TargetTransform",
     "TargetTransformKind",
     "fit_statistics",
     "needs_statistics",
+    "target_units",
     "uses_log",
 ]

@@ -56,7 +56,7 @@ from spectravlm.encoders.spectral import (
 from spectravlm.errors import ModelConfigError
 from spectravlm.heads.mixer import DenseMixerHead, ScalarMixerHead, pixel_input_features, pixel_inputs
 from spectravlm.heads.objective import RegressionObjective
-from spectravlm.heads.targets import TargetTransformKind
+from spectravlm.heads.targets import TargetTransformKind, target_units
 from spectravlm.heads.uncertainty import RegressionOutput, Uncertainty
 from spectravlm.stack import SensorStack
 from spectravlm.tasks.base import BaseTask, normalise_bands
@@ -193,8 +193,8 @@ def regression_setup(task: BaseTask, objective: RegressionObjective, stage: str)
         The target's units in the stores ('' when unknown or not looked up).
 
     Raises:
-        ModelConfigError: a fit without a ``CubeDataModule`` and without the statistics; a target without any
-            valid pixel in the training split.
+        ModelConfigError: a fit without a ``CubeDataModule`` and without the statistics; a target without
+            known units; a target without any valid pixel in the training split.
 
     """
     from spectravlm.data.datamodule import CubeDataModule
@@ -208,10 +208,11 @@ def regression_setup(task: BaseTask, objective: RegressionObjective, stage: str)
                 "CubeDataModule to compute them from; give them as arguments"
             )
         return ""
+    units = _target_units(dm, objective.target)  # a target without a known unit fails before anything
     if objective.missing_statistics() and stage != "predict":
         for key, value in objective.set_statistics(training_targets(dm, objective.target)).items():
             task.hparams[key] = value  # saved with the checkpoints
-    return _target_units(dm, objective.target)
+    return units
 
 
 def log_metrics(task: BaseTask, objective: RegressionObjective, stage: str) -> dict[str, float]:
@@ -540,15 +541,26 @@ class RegressionTask(BaseTask):
 
 
 def _target_units(dm: CubeDataModule, target: str) -> str:
-    """The units attribute of ``target`` in the first region's stores ('' when none holds it)."""
+    """The canonical units of ``target`` over every store that holds it ('' when none does).
+
+    Raises:
+        ModelConfigError: a store's target without units or in unknown units, or stores that disagree.
+
+    """
     from spectravlm.data.store import CubeStore
 
-    first = dm.stores[0]
-    for path in [first] if isinstance(first, str) else first:
-        arr = CubeStore.open(path, storage_options=dm.storage_options).targets.get(target)
-        if arr is not None:
-            return str(arr.attrs.get("units", ""))
-    return ""
+    found: dict[str, str] = {}
+    for region in dm.stores:
+        for path in [region] if isinstance(region, str) else region:
+            arr = CubeStore.open(path, storage_options=dm.storage_options).targets.get(target)
+            if arr is not None:
+                found[path] = target_units(target, str(arr.attrs.get("units", "")), f"{path}/targets/{target}")
+    if len(set(found.values())) > 1:
+        raise ModelConfigError(
+            f"target {target!r} is in different units in the stores: "
+            + ", ".join(f"{p}: {u}" for p, u in found.items())
+        )
+    return next(iter(found.values()), "")
 
 
 def metrics_summary(values: Mapping[str, float], target: str, units: str, where: str) -> str:
