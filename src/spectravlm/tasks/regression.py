@@ -56,7 +56,7 @@ from spectravlm.encoders.spectral import (
 from spectravlm.errors import ModelConfigError
 from spectravlm.heads.mixer import DenseMixerHead, ScalarMixerHead, pixel_input_features, pixel_inputs
 from spectravlm.heads.objective import RegressionObjective
-from spectravlm.heads.targets import TargetTransformKind, target_units
+from spectravlm.heads.targets import BIOMASS_TARGETS, TargetTransformKind, target_units
 from spectravlm.heads.uncertainty import RegressionOutput, Uncertainty
 from spectravlm.stack import SensorStack
 from spectravlm.tasks.base import BaseTask, normalise_bands
@@ -224,7 +224,20 @@ def log_metrics(task: BaseTask, objective: RegressionObjective, stage: str) -> d
 
 
 def prediction_layers(target: str, units: str, uncertainty: bool) -> list[tuple[str, str, str]]:
-    """``(name, units, description)`` of the maps of :func:`predict_maps`."""
+    """``(name, units, description)`` of the maps of :func:`predict_maps`.
+
+    Raises:
+        ModelConfigError: the units are unknown (no checkpoint, no store holding the target) and the target
+            is not a biomass density (whose unit is t/ha by definition).
+
+    """
+    if not units:
+        if target.lower() not in BIOMASS_TARGETS:
+            raise ModelConfigError(
+                f"the units of target {target!r} are unknown: predict with a checkpoint trained on it, or "
+                "from stores that hold the target layer with its units"
+            )
+        units = "t/ha"
     layers = [(target, units, f"predicted {target}")]
     if uncertainty:
         layers.append((f"{target}_std", units, f"predicted {target} uncertainty (sigma-equivalent)"))
