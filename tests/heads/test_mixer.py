@@ -83,3 +83,21 @@ def test_pixel_skip_takes_each_pixels_time_series(demo_batch):
     assert head(_locations(b=b), x).shape == (b, 1, h, w)
     with pytest.raises(ModelConfigError, match="pixel skip takes"):
         head(_locations(b=b))
+
+
+def test_gradients_reach_every_parameter_and_skip_missing_locations():
+    torch.manual_seed(0)
+    head = DenseMixerHead(32, (4, 4), 8, outputs=2, dim=16, depth=2, pixel_features=5, pixel_dim=4)
+    valid = torch.ones(2, 16, dtype=torch.bool)
+    valid[:, :3] = False
+    loc = _locations(valid=valid)
+    tokens = loc.tokens.clone().requires_grad_(True)
+    pixels = torch.randn(2, 5, 32, 32, requires_grad=True)
+    out = head(LocationTokens(tokens, loc.valid, loc.grid, loc.patch_size), pixels)
+    assert out.shape == (2, 2, 32, 32)
+    out.square().mean().backward()
+    no_grad = [n for n, p in head.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+    assert tokens.grad is not None and pixels.grad is not None
+    assert tokens.grad[:, :3].abs().max() == 0  # a missing location's token never reaches the output
+    assert tokens.grad[:, 3:].abs().amax(dim=-1).min() > 0 and pixels.grad.abs().amax(dim=1).min() > 0

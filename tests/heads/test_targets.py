@@ -52,7 +52,9 @@ def test_target_units_are_facts():
     assert target_units("height", "m", "s.zarr") == "m"
     with pytest.raises(ModelConfigError, match=r"s\.zarr/targets/agb: target 'agb' has no units attribute"):
         target_units("agb", "", "s.zarr/targets/agb")
-    with pytest.raises(ModelConfigError, match=r"unknown units 'tonnes per acre'; known: 1, m, percent, t/ha"):
+    with pytest.raises(
+        ModelConfigError, match=r"unknown units 'tonnes per acre'; known: 1, m, percent, t/ha"
+    ):
         target_units("agb", "tonnes per acre", "s.zarr")
     with pytest.raises(ModelConfigError, match="biomass density but its units are 'm'; expected t/ha"):
         target_units("agb", "m", "s.zarr")

@@ -99,3 +99,30 @@ def test_metrics_in_target_units_with_baseline_and_coverage():
     assert got["baseline_rmse"] == pytest.approx(float((y[100:] - 150).pow(2).mean().sqrt()), rel=1e-5)
     inside = ((y >= out.lower) & (y <= out.upper))[100:].double().mean()
     assert got["coverage"] == pytest.approx(float(inside))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "quantile"])
+def test_a_fitted_head_gives_calibrated_90_percent_intervals(kind):
+    """Heteroscedastic data (noise grows with x): the NLL / pinball fit covers about 90% of new targets."""
+    torch.manual_seed(0)
+
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.rand(n, 1) * 4 - 2
+        return x, (3 * x + (0.3 + 0.7 * (x + 2)) * torch.randn(n, 1)).squeeze(1)
+
+    lik = Likelihood(kind)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 32), torch.nn.GELU(), torch.nn.Linear(32, lik.channels))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x, y = sample(4000)
+    for _ in range(400):
+        opt.zero_grad()
+        lik.loss(net(x), y, torch.ones_like(y, dtype=torch.bool)).backward()
+        opt.step()
+    x, y = sample(20000)
+    with torch.no_grad():
+        out = lik.decode(net(x), TargetTransform("none"))
+    inside = ((y >= out.lower) & (y <= out.upper)).float()
+    narrow, wide = x.squeeze(1) < -1, x.squeeze(1) > 1
+    print(f"{kind}: coverage {inside.mean():.3f}, mean width {(out.upper - out.lower).mean():.2f}")
+    assert abs(float(inside.mean()) - 0.9) < 0.03
+    assert float((out.upper - out.lower)[wide].mean()) > 2 * float((out.upper - out.lower)[narrow].mean())

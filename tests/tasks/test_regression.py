@@ -117,6 +117,30 @@ def test_heads_and_uncertainties_report_their_metrics(demo_store, tmp_path, head
     assert pred.mean.shape == ((4,) if head == "scalar" else (4, 32, 32))
 
 
+def test_fine_tune_from_an_exported_encoder_folder(demo_store, pretrained, tmp_path):
+    from spectravlm.cli.train import export_main
+
+    assert export_main([str(pretrained), str(tmp_path / "encoder")]) == 0
+    dm = _dm(demo_store)
+    bands = store_bands(dm.stores, dm.groups)
+    from_folder = _task(bands, init_encoder=str(tmp_path / "encoder"))
+    from_ckpt = _task(bands, init_encoder=str(pretrained))
+    fresh = _task(bands)
+    a, b, c = (
+        {k: v.clone() for k, v in t.encoder.state_dict().items()} for t in (from_folder, from_ckpt, fresh)
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the pretrained weights
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    L.seed_everything(0)
+    trainer = _trainer(tmp_path, 1, limit_val_batches=0)
+    trainer.fit(from_folder, datamodule=dm)
+    assert trainer.global_step > 0 and not all(
+        torch.equal(a[k], v) for k, v in from_folder.encoder.state_dict().items()
+    )  # fine-tuned
+    with pytest.raises(ModelConfigError, match=r"was trained on bands .* but this task's data delivers"):
+        _task({"s2": list(bands["s2"][:4]), "s1": ["VV", "VH"]}, init_encoder=str(tmp_path / "encoder"))
+
+
 def test_freezing_partial_unfreezing_and_the_encoder_learning_rate(demo_store, pretrained, tmp_path):
     dm = _dm(demo_store)
     bands = store_bands(dm.stores, dm.groups)

@@ -29,7 +29,9 @@ from torch import Tensor, nn
 from spectravlm.errors import ModelConfigError
 
 UNIT_SPELLINGS: dict[str, str] = {
-    **dict.fromkeys(("t/ha", "t ha-1", "t ha^-1", "t.ha-1", "mg/ha", "mg ha-1", "mg ha^-1", "mg.ha-1"), "t/ha"),
+    **dict.fromkeys(
+        ("t/ha", "t ha-1", "t ha^-1", "t.ha-1", "mg/ha", "mg ha-1", "mg ha^-1", "mg.ha-1"), "t/ha"
+    ),
     **dict.fromkeys(("m", "metre", "meter", "metres", "meters"), "m"),
     **dict.fromkeys(("percent", "%"), "percent"),
     **dict.fromkeys(("1", "fraction", "dimensionless"), "1"),
@@ -95,7 +97,8 @@ def target_units(name: str, units: str, where: str) -> str:
         )
     if name.lower() in BIOMASS_TARGETS and canonical != "t/ha":
         raise ModelConfigError(
-            f"{where}: target {name!r} is a biomass density but its units are {units!r}; expected t/ha (Mg/ha)"
+            f"{where}: target {name!r} is a biomass density but its units are {units!r}; "
+            "expected t/ha (Mg/ha)"
         )
     return canonical
 

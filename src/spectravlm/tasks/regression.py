@@ -567,7 +567,9 @@ def _target_units(dm: CubeDataModule, target: str) -> str:
         for path in [region] if isinstance(region, str) else region:
             arr = CubeStore.open(path, storage_options=dm.storage_options).targets.get(target)
             if arr is not None:
-                found[path] = target_units(target, str(arr.attrs.get("units", "")), f"{path}/targets/{target}")
+                found[path] = target_units(
+                    target, str(arr.attrs.get("units", "")), f"{path}/targets/{target}"
+                )
     if len(set(found.values())) > 1:
         raise ModelConfigError(
             f"target {target!r} is in different units in the stores: "
