@@ -14,7 +14,10 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-QUICK = {"03_pretrain.ipynb": "EPOCHS = 1"}  # settings for the run over the real store
+QUICK = {  # settings for the run over the real store
+    "03_pretrain.ipynb": "EPOCHS = 1",
+    "04_agb.ipynb": "EPOCHS = 2\nPRETRAIN_EPOCHS = 1",
+}
 
 
 def _run(path: Path, overrides: str = "") -> nbformat.NotebookNode:

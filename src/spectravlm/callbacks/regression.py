@@ -56,13 +56,11 @@ def true_colour(batch: SensorStack, sample: int) -> np.ndarray | None:
 
 def scatter_figure(observed: np.ndarray, predicted: np.ndarray, target: str, units: str, title: str) -> Any:
     """A hexbin of predicted vs observed values with the 1:1 line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    fig = Figure(figsize=(4.6, 4.0))  # no pyplot: the caller's backend (a notebook's) stays as it is
+    ax = fig.subplots()
     lo = float(min(observed.min(), predicted.min()))
     hi = float(max(observed.max(), predicted.max()))
     hb = ax.hexbin(
@@ -90,14 +88,13 @@ def map_figure(
 ) -> Any:
     """Rows of true colour | target | prediction | uncertainty for the first ``samples`` samples."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     y = batch.targets.get(target)
     n = min(samples, batch.batch_size)
     cols = 3 + (out.std is not None)
-    fig, axes = plt.subplots(n, cols, figsize=(2.6 * cols, 2.5 * n), squeeze=False)
+    fig = Figure(figsize=(2.6 * cols, 2.5 * n))
+    axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
         h, w = batch.series[next(iter(batch.series))].values.shape[-2:]
         pred = out.mean[i].float().cpu()
@@ -158,7 +155,6 @@ class RegressionFigures(L.Callback):
         pairs = getattr(objective, "val_pairs", None)
         if not trainer.is_global_zero or example is None:
             return
-        import matplotlib.pyplot as plt
 
         target = str(pl_module.hparams.get("target", "target"))
         units = str(getattr(pl_module, "target_units", ""))
@@ -179,7 +175,6 @@ class RegressionFigures(L.Callback):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fig.savefig(path, dpi=80)
                 self.written.append(path)
-            plt.close(fig)
 
 
 __all__ = ["RegressionFigures", "map_figure", "scatter_figure", "true_colour"]
