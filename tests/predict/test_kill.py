@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 import xarray as xr
 
@@ -54,6 +55,7 @@ def _chunks_written(parent: Path, store_name: str) -> bool:
     return any(parent.glob(f".{store_name}.tmp-*/predictions/agb/c.*"))
 
 
+@pytest.mark.slow
 def test_kill_during_predict_leaves_no_partial_output(tmp_path):
     store = tmp_path / "kill.zarr"
     write_demo_store(store, size=300, seed=4)

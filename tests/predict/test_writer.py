@@ -51,16 +51,22 @@ def test_geotiff_and_store_group_carry_the_stores_georeference(scene_store, tmp_
     y, x = grid.coords()
     np.testing.assert_allclose(ds["x"].values, x) and np.testing.assert_allclose(ds["y"].values, y)
     assert set(CubeStore.open(scene_store).groups) == {"s2", "s1"}  # the store itself is unchanged
-    # a second run: refused before anything runs, then replaced with overwrite
+    # a second run: refused before any window is predicted, then replaced with overwrite
+    field = kit.FieldModule()
     again = MapWriter(output_dir=str(tmp_path / "maps"))
     with pytest.raises(OutputExistsError, match=r"maps already exists; pass overwrite=True \(--overwrite\)"):
-        kit.predictor(tmp_path, [again]).predict(task, datamodule=kit.extent_dm(scene_store))
+        kit.predictor(tmp_path, [again]).predict(field, datamodule=kit.extent_dm(scene_store))
     with pytest.raises(OutputExistsError, match=r"scene\.zarr/predictions already exists"):
         kit.predictor(tmp_path, [MapWriter(None, store_group=True)]).predict(
-            task, datamodule=kit.extent_dm(scene_store)
+            field, datamodule=kit.extent_dm(scene_store)
         )
+    assert field.windows_run == 0
+    with rasterio.open(tmp_path / "maps" / "scene.tif") as src:
+        np.testing.assert_array_equal(src.read(), tif)  # untouched by the refused runs
     MapWriter.__init__(again, output_dir=str(tmp_path / "maps"), overwrite=True)
-    kit.predictor(tmp_path, [again]).predict(task, datamodule=kit.extent_dm(scene_store))
+    kit.predictor(tmp_path, [again]).predict(field, datamodule=kit.extent_dm(scene_store))
+    with rasterio.open(tmp_path / "maps" / "scene.tif") as src:
+        assert src.descriptions == ("value",) and field.windows_run > 0  # replaced
     assert not list(tmp_path.glob(".maps*"))  # no build folder left behind
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 
 from spectravlm.data.bands import store_bands
 from spectravlm.data.datamodule import CubeDataModule
@@ -70,6 +71,7 @@ def _fit_and_validate(store: Path, epochs: int, **kw) -> dict[str, float]:
     return trainer.validate(task, datamodule=dm, verbose=False)[0]
 
 
+@pytest.mark.slow
 def test_fine_tune_on_three_quadrants_beats_the_mean_on_the_fourth(chip_store, chip_encoder):
     m = _fit_and_validate(chip_store, 8, init_encoder=str(chip_encoder), uncertainty="gaussian")
     print(
@@ -83,6 +85,7 @@ def test_fine_tune_on_three_quadrants_beats_the_mean_on_the_fourth(chip_store, c
     assert 0.5 < m["val/coverage"] <= 1.0
 
 
+@pytest.mark.slow
 def test_scalar_head_on_the_chip(chip_store):
     m = _fit_and_validate(chip_store, 6, head="scalar")
     print(
@@ -90,3 +93,27 @@ def test_scalar_head_on_the_chip(chip_store):
         f"{m['val/rmse']:.1f} t/ha vs predict-the-mean {m['val/baseline_rmse']:.1f}, R2 {m['val/r2']:.2f}"
     )
     assert m["val/rmse"] <= 0.85 * m["val/baseline_rmse"]  # measured: 22.3 vs 35.2
+
+
+def test_nan_targets_do_not_change_the_loss_on_the_chip(chip_store):
+    """Real windows, half their AGB pixels set to NaN: the loss is the loss over the other half, grads finite."""
+    dm = _dm(chip_store)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    torch.manual_seed(0)
+    task = RegressionTask(
+        bands=store_bands(dm.stores, dm.groups), window_size=32, encoder="test", patch_size=8, head_dim=32,
+        uncertainty="gaussian", transform_mean=80.0, transform_std=60.0, train_mean=80.0,
+    )  # fmt: skip
+    y = batch.targets["agb"].clone()
+    assert torch.isfinite(y).all() and float(y.std()) > 1  # real, varied AGB in every pixel
+    hidden = torch.rand(y.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    batch.targets["agb"] = torch.where(hidden, torch.tensor(float("nan")), y)
+    raw = task.raw(batch)
+    with_nan = task.objective.step(raw, batch, "train")
+    kept = task.objective.likelihood.loss(raw, task.objective.transform(y), ~hidden)
+    everything = task.objective.likelihood.loss(raw, task.objective.transform(y), torch.ones_like(hidden))
+    torch.testing.assert_close(with_nan, kept)
+    assert not torch.isclose(with_nan, everything)  # the hidden pixels would have counted
+    with_nan.backward()
+    assert all(torch.isfinite(p.grad).all() for p in task.parameters() if p.grad is not None)
