@@ -96,7 +96,7 @@ def test_scalar_head_on_the_chip(chip_store):
 
 
 def test_nan_targets_do_not_change_the_loss_on_the_chip(chip_store):
-    """Real windows, half their AGB pixels set to NaN: the loss is that of the other half, gradients finite."""
+    """Real windows, half their AGB pixels NaN: the loss is that of the other half, gradients finite."""
     dm = _dm(chip_store)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
