@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import rasterio
 import yaml
@@ -51,9 +52,12 @@ def test_fit_test_predict_from_the_command_line(demo_store, tmp_path, monkeypatc
         "--model.init_args.head_dim=32", "--model.init_args.encoder_trainable=all",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     ]  # fmt: skip
-    assert main(["fit", *small, "--trainer.max_epochs=2"]) == 0
+    assert main(["fit", *small, "--trainer.max_epochs=3"]) == 0
     out = capsys.readouterr().out
     assert "spectravlm: last checkpoint" in out and "figures in" in out
+    (csv,) = (tmp_path / "runs" / "agb_demo" / "csv").glob("version_*/metrics.csv")
+    train = pd.read_csv(csv).dropna(subset=["train/loss"]).groupby("epoch")["train/loss"].mean()
+    assert len(train) == 3 and train.iloc[-1] < train.iloc[0]  # the loss falls
     ckpt = tmp_path / "runs" / "agb_demo" / "checkpoints" / "last.ckpt"
     assert main(["test", *small, f"--ckpt_path={ckpt}"]) == 0
     out = capsys.readouterr().out
