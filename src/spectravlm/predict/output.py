@@ -18,7 +18,7 @@ The tiles are written into Zarr arrays (the store group's, or a scratch store in
 folder), tile by tile, chunk-aligned, by whichever rank predicted them: ranks need no lock and no
 communication besides the build paths, which rank 0 creates (:meth:`MapOutputs.begin`) and broadcasts
 (:meth:`MapOutputs.attach`). At the end rank 0 converts each region's arrays into a GeoTIFF block by block
-(memory: one 1024 x 1024 block and GDAL's cache, capped at 64 MB), then commits every output
+(memory: one 1024 x 1024 block and GDAL's block cache, capped at :data:`GDAL_CACHE_MB`), then commits every output
 (:meth:`MapOutputs.finish`).
 """
 
@@ -44,6 +44,8 @@ Coordinates = Literal["auto", "map", "pixel"]
 PREDICTIONS_GROUP = "predictions"
 GEOTIFF_BLOCK = 1024
 """Edge of the blocks copied from the Zarr arrays into a GeoTIFF."""
+GDAL_CACHE_MB = 16
+"""GDAL's block cache while the GeoTIFFs are written (its default, 5% of RAM, would grow with the scene)."""
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 _CHUNK_KEYS: dict[str, Any] = {"name": "default", "separator": "."}
 
@@ -294,7 +296,7 @@ class MapOutputs:
             "predictor": 3,
             "BIGTIFF": "IF_SAFER",
         }
-        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=64):
+        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(plain, "w", **profile) as dst:
                 for r in range(0, grid.height, GEOTIFF_BLOCK):
