@@ -310,7 +310,9 @@ def map_figure_png(store: str, tif: str, png: str) -> None:
 
     cube = CubeStore.open(store)
     s2 = cube["s2"]
-    cloud = [float(np.asarray(s2.cloud[t]).mean()) if s2.cloud is not None else 0.0 for t in range(len(s2.times))]
+    cloud = [
+        float(np.asarray(s2.cloud[t]).mean()) if s2.cloud is not None else 0.0 for t in range(len(s2.times))
+    ]
     t = int(np.argmin(cloud))  # the date with the least mean cloud probability
     rgb = np.asarray(s2.data[t], dtype=np.float32)[s2.band_index(["B04", "B03", "B02"])]
     rgb = np.clip(rgb.transpose(1, 2, 0) * s2.scale_factor * 2.5, 0, 1)  # Sentinel Hub true colour gain

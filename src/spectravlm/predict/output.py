@@ -18,8 +18,8 @@ The tiles are written into Zarr arrays (the store group's, or a scratch store in
 folder), tile by tile, chunk-aligned, by whichever rank predicted them: ranks need no lock and no
 communication besides the build paths, which rank 0 creates (:meth:`MapOutputs.begin`) and broadcasts
 (:meth:`MapOutputs.attach`). At the end rank 0 converts each region's arrays into a GeoTIFF block by block
-(memory: one 1024 x 1024 block and GDAL's block cache, capped at :data:`GDAL_CACHE_MB`), then commits every output
-(:meth:`MapOutputs.finish`).
+(memory: one 1024 x 1024 block and GDAL's block cache, capped at :data:`GDAL_CACHE_MB`), then commits every
+output (:meth:`MapOutputs.finish`).
 """
 
 from __future__ import annotations
