@@ -287,7 +287,7 @@ def rss_child(store: str, maps: str, tile: int) -> None:
 
 def rss_part(args: argparse.Namespace, work: Path) -> dict:
     res = {}
-    for size in (4096, 8192):
+    for size in args.rss_sizes:
         store = work / f"tiled{size}.zarr"
         _big_store(store, size)
         cmd = [sys.executable, __file__, "--rss-child", str(store), str(work / f"maps{size}"), "1024"]
@@ -352,6 +352,7 @@ def main() -> None:
     p.add_argument("--scene", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rss-sizes", type=int, nargs="+", default=[4096, 8192], help="edges, multiples of 512")
     p.add_argument("--rss-child", nargs=3, metavar=("STORE", "MAPS", "TILE"))
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--figure", nargs=3, metavar=("STORE", "TIF", "PNG"), help="render the docs' map figure")
