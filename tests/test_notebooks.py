@@ -14,8 +14,11 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-# settings for the run over the real store
-QUICK = {"03_pretrain.ipynb": "EPOCHS = 1", "05_points.ipynb": "EPOCHS = 3"}
+QUICK = {  # settings for the run over the real store
+    "03_pretrain.ipynb": "EPOCHS = 1",
+    "04_agb.ipynb": "EPOCHS = 2\nPRETRAIN_EPOCHS = 1",
+    "05_points.ipynb": "EPOCHS = 3",
+}
 
 
 def _run(path: Path, overrides: str = "") -> nbformat.NotebookNode:

@@ -133,6 +133,12 @@ class CubeDataModule(L.LightningDataModule):
         pool_slots: reusable shared-memory batches per worker (:mod:`spectravlm.data.batchpool`; 0: none).
         rank: this process's rank (default: the trainer's, else torch.distributed's, else 0).
         world_size: number of ranks (default likewise).
+        predict_windows: what ``predict_dataloader`` reads: ``test`` (the test windows) or ``extent`` (every
+            pixel of each store: overlapping windows, tile by tile, each rank its own tiles; see
+            :mod:`spectravlm.predict`).
+        predict_stores: regions to predict with ``extent`` (default: ``stores``).
+        predict_overlap: pixels shared by neighbouring windows with ``extent`` (default: a quarter window).
+        predict_tile_size: output tile edge with ``extent`` (a multiple of 256 px).
 
     """
 
@@ -163,6 +169,10 @@ class CubeDataModule(L.LightningDataModule):
         pool_slots: int = 8,
         rank: int | None = None,
         world_size: int | None = None,
+        predict_windows: Literal["test", "extent"] = "test",
+        predict_stores: Sequence[str | Sequence[str]] | None = None,
+        predict_overlap: int | None = None,
+        predict_tile_size: int = 1024,
     ) -> None:
         super().__init__()
         if augment_on not in ("device", "worker"):
@@ -197,6 +207,10 @@ class CubeDataModule(L.LightningDataModule):
         self.retries = retries
         self.pool_slots = pool_slots
         self._rank, self._world_size = rank, world_size
+        self.predict_windows = predict_windows
+        self.predict_stores = predict_stores
+        self.predict_overlap = predict_overlap
+        self.predict_tile_size = predict_tile_size
         self.augmenter = SpatialAugment(crop_size=crop_size) if augment else None
         self.datasets: dict[str, CubeDataset] = {}
         self._held: LeasedStack | None = None  # the batch in use, released when the next one arrives
@@ -332,7 +346,17 @@ class CubeDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader[SensorStack]:
-        """Return the test windows, in order (``spectravlm predict`` runs over the held-out split)."""
+        """Return the test windows in order, or with ``predict_windows="extent"`` every window of the stores.
+
+        ``extent``: :func:`spectravlm.predict.loader.extent_dataloader` over ``predict_stores`` (default
+        ``stores``), the windows ``predict_overlap`` px apart from their neighbours, tile by tile, each rank
+        its own tiles (what :class:`spectravlm.predict.MapWriter` turns into whole-scene maps).
+        """
+        if self.predict_windows == "extent":
+            from spectravlm.predict.loader import extent_dataloader
+
+            stores = self.predict_stores or self.stores
+            return extent_dataloader(self, stores, self.predict_overlap, self.predict_tile_size)
         return self._loader("test", shuffle=False)
 
     # -- on the device -----------------------------------------------------------------------------

@@ -134,6 +134,7 @@ def location_index(
 
 
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)  # a table first built while predicting must still serve training (autograd)
 def _location_index(layout: tuple[tuple[tuple[int, int], tuple[int, int, int, int]], ...]) -> Tensor:
     parts = []
     sizes = {(r, c) for _, (_, _, r, c) in layout}

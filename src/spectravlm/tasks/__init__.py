@@ -4,6 +4,7 @@ from spectravlm.tasks.base import BaseTask
 from spectravlm.tasks.pixel_series import PixelSeriesTask
 from spectravlm.tasks.points import PointsTask
 from spectravlm.tasks.pretrain import PretrainTask
+from spectravlm.tasks.regression import RegressionTask
 from spectravlm.tasks.vlm import VLMTask
 
-__all__ = ["BaseTask", "PixelSeriesTask", "PointsTask", "PretrainTask", "VLMTask"]
+__all__ = ["BaseTask", "PixelSeriesTask", "PointsTask", "PretrainTask", "RegressionTask", "VLMTask"]
