@@ -36,16 +36,8 @@ from spectravlm.heads.targets import TargetTransformKind
 from spectravlm.heads.uncertainty import RegressionOutput, Uncertainty
 from spectravlm.sensors import get_sensor
 from spectravlm.stack import SensorStack
-from spectravlm.tasks.base import BaseTask, normalise_bands
-from spectravlm.tasks.regression import (
-    check_target,
-    load_target_facts,
-    log_metrics,
-    metrics_summary,
-    predict_maps,
-    prediction_layers,
-    regression_setup,
-)
+from spectravlm.tasks.base import normalise_bands
+from spectravlm.tasks.regression import RegressionSteps, check_target, regression_setup
 
 if TYPE_CHECKING:
     from spectravlm.data.datamodule import CubeDataModule
@@ -101,7 +93,7 @@ class StackAsChannels(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-class UNetRegressionTask(BaseTask):
+class UNetRegressionTask(RegressionSteps):
     """TorchGeo's U-Net (``PixelwiseRegressionTask(model="unet")``) in the spectravlm regression harness.
 
     Args:
@@ -232,58 +224,6 @@ class UNetRegressionTask(BaseTask):
                 if usable:
                     self.adapter.statistics.update(sensor, usable)
         self.target_units = regression_setup(self, self.objective, stage) or self.target_units
-
-    def _step(self, batch: SensorStack, batch_idx: int, stage: str) -> Tensor:
-        loss = self.objective.step(self.raw(batch), batch, stage, batch_idx)
-        self.log(
-            f"{stage}/loss", loss, prog_bar=True, batch_size=batch.batch_size, sync_dist=stage != "train"
-        )
-        return loss
-
-    def training_step(self, batch: SensorStack, batch_idx: int) -> Tensor:
-        """Loss over the batch's valid targets."""
-        return self._step(batch, batch_idx, "train")
-
-    def validation_step(self, batch: SensorStack, batch_idx: int) -> None:
-        """Validation loss and metrics."""
-        self._step(batch, batch_idx, "val")
-
-    def test_step(self, batch: SensorStack, batch_idx: int) -> None:
-        """Test loss and metrics."""
-        self._step(batch, batch_idx, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        """Log the validation metrics."""
-        log_metrics(self, self.objective, "val")
-
-    def on_test_epoch_end(self) -> None:
-        """Log and print the test metrics beside the predict-the-mean baseline."""
-        values = log_metrics(self, self.objective, "test")
-        if values and self.global_rank == 0:
-            print(
-                metrics_summary(values, self.hparams["target"], self.target_units, "held-out (test) windows")
-            )
-
-    def predict_step(self, batch: SensorStack, batch_idx: int) -> dict[str, Tensor]:
-        """Maps of every window for :class:`spectravlm.predict.MapWriter`."""
-        return predict_maps(batch, self, self.hparams["target"])
-
-    def prediction_layers(self) -> list[tuple[str, str, str]]:
-        """``(name, units, description)`` of the maps :meth:`predict_step` returns."""
-        return prediction_layers(
-            self.hparams["target"], self.target_units, self.objective.likelihood.has_uncertainty
-        )
-
-    def checkpoint_metadata(self) -> dict[str, Any]:
-        """The base metadata and the target's name and units."""
-        return super().checkpoint_metadata() | {
-            "target": {"name": self.hparams["target"], "units": self.target_units}
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The base checks; the target statistics and units the checkpoint was trained with."""
-        super().on_load_checkpoint(checkpoint)
-        self.target_units = load_target_facts(self, self.objective, checkpoint) or self.target_units
 
 
 __all__ = ["StackAsChannels", "UNetRegressionTask"]

@@ -273,7 +273,78 @@ def recorded_bands(path: str) -> dict[str, list[str]] | None:
 # ---- the task ----------------------------------------------------------------------------------------
 
 
-class RegressionTask(BaseTask):
+class RegressionSteps(BaseTask):
+    """The steps, metrics, maps and checkpoint facts every regression task shares.
+
+    A subclass builds ``self.objective`` (a :class:`RegressionObjective`), starts ``self.target_units`` as
+    ``""`` and implements :meth:`raw`, the model's raw outputs for a batch.
+    """
+
+    objective: RegressionObjective
+    target_units: str
+
+    def raw(self, batch: SensorStack) -> Tensor:
+        """The model's raw outputs for ``batch`` (before the likelihood)."""
+        raise NotImplementedError
+
+    # ---- steps ---------------------------------------------------------------------------------------
+
+    def _step(self, batch: SensorStack, batch_idx: int, stage: str) -> Tensor:
+        loss = self.objective.step(self.raw(batch), batch, stage, batch_idx)
+        self.log(
+            f"{stage}/loss", loss, prog_bar=True, batch_size=batch.batch_size, sync_dist=stage != "train"
+        )
+        return loss
+
+    def training_step(self, batch: SensorStack, batch_idx: int) -> Tensor:
+        """Loss over the batch's valid targets."""
+        return self._step(batch, batch_idx, "train")
+
+    def validation_step(self, batch: SensorStack, batch_idx: int) -> None:
+        """Validation loss and metrics; batch 0 and a sample of pixels are kept for the figures."""
+        self._step(batch, batch_idx, "val")
+
+    def test_step(self, batch: SensorStack, batch_idx: int) -> None:
+        """Test loss and metrics."""
+        self._step(batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the validation metrics."""
+        log_metrics(self, self.objective, "val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test metrics and print them beside the predict-the-mean baseline."""
+        values = log_metrics(self, self.objective, "test")
+        if values and self.global_rank == 0:
+            print(
+                metrics_summary(values, self.hparams["target"], self.target_units, "held-out (test) windows")
+            )
+
+    def predict_step(self, batch: SensorStack, batch_idx: int) -> dict[str, Tensor]:
+        """Maps of every window for :class:`spectravlm.predict.MapWriter` (see :func:`predict_maps`)."""
+        return predict_maps(batch, self, self.hparams["target"])
+
+    def prediction_layers(self) -> list[tuple[str, str, str]]:
+        """``(name, units, description)`` of the maps :meth:`predict_step` returns."""
+        return prediction_layers(
+            self.hparams["target"], self.target_units, self.objective.likelihood.has_uncertainty
+        )
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """The base metadata and the target's name and units."""
+        return super().checkpoint_metadata() | {
+            "target": {"name": self.hparams["target"], "units": self.target_units}
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The base checks; the target statistics and units the checkpoint was trained with."""
+        super().on_load_checkpoint(checkpoint)
+        self.target_units = load_target_facts(self, self.objective, checkpoint) or self.target_units
+
+
+class RegressionTask(RegressionSteps):
     """Fine-tune (or train from scratch) the sensor-native encoder with a Mixer regression head.
 
     Args:
@@ -492,62 +563,6 @@ class RegressionTask(BaseTask):
         super().setup(stage)
         self.target_units = regression_setup(self, self.objective, stage) or self.target_units
 
-    # ---- steps ---------------------------------------------------------------------------------------
-
-    def _step(self, batch: SensorStack, batch_idx: int, stage: str) -> Tensor:
-        loss = self.objective.step(self.raw(batch), batch, stage, batch_idx)
-        self.log(
-            f"{stage}/loss", loss, prog_bar=True, batch_size=batch.batch_size, sync_dist=stage != "train"
-        )
-        return loss
-
-    def training_step(self, batch: SensorStack, batch_idx: int) -> Tensor:
-        """Loss over the batch's valid targets."""
-        return self._step(batch, batch_idx, "train")
-
-    def validation_step(self, batch: SensorStack, batch_idx: int) -> None:
-        """Validation loss and metrics; batch 0 and a sample of pixels are kept for the figures."""
-        self._step(batch, batch_idx, "val")
-
-    def test_step(self, batch: SensorStack, batch_idx: int) -> None:
-        """Test loss and metrics."""
-        self._step(batch, batch_idx, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        """Log the validation metrics."""
-        log_metrics(self, self.objective, "val")
-
-    def on_test_epoch_end(self) -> None:
-        """Log the test metrics and print them beside the predict-the-mean baseline."""
-        values = log_metrics(self, self.objective, "test")
-        if values and self.global_rank == 0:
-            print(
-                metrics_summary(values, self.hparams["target"], self.target_units, "held-out (test) windows")
-            )
-
-    def predict_step(self, batch: SensorStack, batch_idx: int) -> dict[str, Tensor]:
-        """Maps of every window for :class:`spectravlm.predict.MapWriter` (see :func:`predict_maps`)."""
-        return predict_maps(batch, self, self.hparams["target"])
-
-    def prediction_layers(self) -> list[tuple[str, str, str]]:
-        """``(name, units, description)`` of the maps :meth:`predict_step` returns."""
-        return prediction_layers(
-            self.hparams["target"], self.target_units, self.objective.likelihood.has_uncertainty
-        )
-
-    # ---- checkpoints ---------------------------------------------------------------------------------
-
-    def checkpoint_metadata(self) -> dict[str, Any]:
-        """The base metadata and the target's name and units."""
-        return super().checkpoint_metadata() | {
-            "target": {"name": self.hparams["target"], "units": self.target_units}
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The base checks; the target statistics and units the checkpoint was trained with."""
-        super().on_load_checkpoint(checkpoint)
-        self.target_units = load_target_facts(self, self.objective, checkpoint) or self.target_units
-
     def export_facts(self) -> dict[str, Any]:
         """Regression facts written beside an exported encoder."""
         return super().export_facts() | {"target": self.hparams["target"], "head": self.hparams["head"]}
@@ -602,6 +617,7 @@ def metrics_summary(values: Mapping[str, float], target: str, units: str, where:
 
 
 __all__ = [
+    "RegressionSteps",
     "RegressionTask",
     "check_target",
     "load_target_facts",
